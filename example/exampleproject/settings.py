@@ -1,0 +1,154 @@
+"""Settings of the example project.
+
+Everything runs without external servers: SQLite, a file-based cache shared by
+the web and worker processes, and a Celery broker made of folders (kombu's
+filesystem transport). All of it lives under ``var/`` (or ``EXAMPLE_VAR_DIR``).
+
+The remote storage is a second folder served at ``/media/remote/``, standing in
+for a cloud bucket. Set ``EXAMPLE_S3_BUCKET`` (and ``EXAMPLE_S3_ENDPOINT_URL``
+for an S3-compatible server other than AWS) to send the files to S3 instead.
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("EXAMPLE_VAR_DIR", BASE_DIR / "var")).resolve()
+
+SECRET_KEY = os.environ.get("EXAMPLE_SECRET_KEY", "example-only-not-a-secret")
+DEBUG = os.environ.get("EXAMPLE_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "queued_storage",
+    "gallery",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "exampleproject.urls"
+WSGI_APPLICATION = "exampleproject.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": VAR_DIR / "db.sqlite3",
+        # The web server and the worker write to the same file.
+        "OPTIONS": {"timeout": 20},
+    },
+}
+
+# The cache holds the state of each file; the web server and the worker must
+# see the same one, so it cannot be the per-process LocMemCache.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": VAR_DIR / "cache",
+    },
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+
+MEDIA_URL = "/media/"
+LOCAL_MEDIA_ROOT = VAR_DIR / "local"
+REMOTE_MEDIA_ROOT = VAR_DIR / "remote"
+
+S3_BUCKET = os.environ.get("EXAMPLE_S3_BUCKET", "")
+
+if S3_BUCKET:
+    REMOTE_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": os.environ.get("EXAMPLE_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("EXAMPLE_S3_REGION") or None,
+            "access_key": os.environ.get("EXAMPLE_S3_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("EXAMPLE_S3_SECRET_ACCESS_KEY") or None,
+            "location": "example",
+            "file_overwrite": False,
+        },
+    }
+else:
+    REMOTE_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {
+            "location": REMOTE_MEDIA_ROOT,
+            "base_url": MEDIA_URL + "remote/",
+        },
+    }
+
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": VAR_DIR / "media", "base_url": MEDIA_URL},
+    },
+    # Fast storage the upload is written to during the request.
+    "local": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {
+            "location": LOCAL_MEDIA_ROOT,
+            "base_url": MEDIA_URL + "local/",
+        },
+    },
+    # Slow storage the worker moves the file to.
+    "remote": REMOTE_STORAGE,
+    # What the gallery's model field uses: local first, remote afterwards.
+    "queued": {
+        "BACKEND": "queued_storage.backends.QueuedStorage",
+        "OPTIONS": {"local": "local", "remote": "remote"},
+    },
+}
+
+# Celery, read by exampleproject/celery.py.
+BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = "filesystem://"
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "data_folder_in": str(BROKER_DIR / "queue"),
+    "data_folder_out": str(BROKER_DIR / "queue"),
+    "processed_folder": str(BROKER_DIR / "processed"),
+    "control_folder": str(BROKER_DIR / "control"),
+    "store_processed": False,
+    "polling_interval": 0.2,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+for folder in ("queue", "processed", "control"):
+    (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
+
+# Seconds a transfer waits before it starts, so that the local stage of an
+# upload can be watched on the page. Set to 0 for transfers at full speed.
+EXAMPLE_TRANSFER_DELAY = float(os.environ.get("EXAMPLE_TRANSFER_DELAY", "2"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "queued_storage": {"handlers": ["console"], "level": "INFO"},
+    },
+}

@@ -1,0 +1,128 @@
+"""The gallery's pages: the upload form, the live table and its JSON feed."""
+
+import posixpath
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from .forms import UploadForm
+from .models import Upload
+
+#: How many of the latest uploads the page shows.
+LATEST = 50
+
+#: What the page calls each state of a file, and what it tells about it.
+LABELS = {
+    "pending": ("local", "Saved on the local storage, waiting for the worker."),
+    "transferring": ("transferring", "The worker is copying it to the remote storage."),
+    "transferred": ("remote", "Served from the remote storage."),
+    "failed": ("failed", "The transfer failed; the local copy is still served."),
+    "deleted": ("deleted", "The file was deleted."),
+}
+
+
+def describe(uploads: list[Upload]) -> list[dict[str, Any]]:
+    """Return what the page shows about each of *uploads*, as JSON-ready data."""
+    if not uploads:
+        return []
+    storage = uploads[0].file.storage
+    states = storage.get_states([upload.file.name for upload in uploads])
+    return [describe_one(upload, states[upload.file.name]) for upload in uploads]
+
+
+def describe_one(upload: Upload, state: Any) -> dict[str, Any]:
+    storage = upload.file.storage
+    name = upload.file.name
+    status = str(state.status) if state is not None else "missing"
+    label, help_text = LABELS.get(status, (status, "The file cannot be found."))
+    url = served_from = ""
+    if state is not None and not state.is_deleted:
+        # Decide from the state read above, as storage.url() does, so that the
+        # URL and the status shown always agree.
+        served_from = "remote" if state.is_remote else "local"
+        url = getattr(storage, served_from).url(name)
+    extension = posixpath.splitext(name)[1].lstrip(".").upper() or "FILE"
+    return {
+        "id": upload.pk,
+        "name": name,
+        "basename": upload.basename,
+        "status": status,
+        "label": label,
+        "help": help_text,
+        "error": state.error if state is not None else "",
+        "attempts": state.attempts if state is not None else 0,
+        "url": url,
+        "served_from": served_from,
+        "is_image": upload.is_image,
+        "extension": extension,
+        "uploaded": upload.uploaded.isoformat(),
+        "retry_url": reverse("gallery:retry", args=[upload.pk]),
+    }
+
+
+def latest_uploads() -> list[dict[str, Any]]:
+    return describe(list(Upload.objects.all()[:LATEST]))
+
+
+def storage_names() -> tuple[str, str]:
+    """Return short descriptions of the local and the remote storage."""
+    local = str(settings.LOCAL_MEDIA_ROOT)
+    if settings.S3_BUCKET:
+        remote = f"s3://{settings.S3_BUCKET}/"
+    else:
+        remote = str(settings.REMOTE_MEDIA_ROOT)
+    return local, remote
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def index(request: HttpRequest) -> HttpResponse:
+    """Show the form and the table; on POST, store each file sent."""
+    if request.method == "POST":
+        form = UploadForm(request.POST, request.FILES)
+        if form.is_valid():
+            created = []
+            for uploaded_file in form.cleaned_data["files"]:
+                upload = Upload.objects.create(file=uploaded_file)
+                created.append(str(upload.pk))
+            url = reverse("gallery:index") + "?uploaded=" + ",".join(created)
+            return redirect(url)
+        status = 400
+    else:
+        form = UploadForm()
+        status = 200
+    highlighted = set(request.GET.get("uploaded", "").split(","))
+    uploads = latest_uploads()
+    for upload in uploads:
+        upload["new"] = str(upload["id"]) in highlighted
+    local_storage, remote_storage = storage_names()
+    context = {
+        "form": form,
+        "uploads": uploads,
+        "blank": {},
+        "local_storage": local_storage,
+        "remote_storage": remote_storage,
+    }
+    return render(request, "gallery/index.html", context, status=status)
+
+
+@require_GET
+def uploads_json(request: HttpRequest) -> JsonResponse:
+    """Return the latest uploads and where each one is served from."""
+    return JsonResponse({"uploads": latest_uploads()})
+
+
+@require_POST
+def retry(request: HttpRequest, pk: int) -> HttpResponse:
+    """Put the transfer of an upload on the queue again."""
+    upload = get_object_or_404(Upload, pk=pk)
+    try:
+        upload.file.storage.transfer(upload.file.name)
+    except FileNotFoundError as exc:
+        raise Http404(str(exc)) from exc
+    if request.headers.get("Accept", "").startswith("application/json"):
+        return JsonResponse(describe([upload])[0])
+    return redirect("gallery:index")
