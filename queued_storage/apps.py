@@ -1,0 +1,13 @@
+"""The Django app configuration of queued_storage."""
+
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class QueuedStorageConfig(AppConfig):
+    name = "queued_storage"
+    verbose_name = _("Queued storage")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks, conf  # noqa: F401  (registers checks and defaults)

@@ -1,0 +1,300 @@
+"""The queued storage: save locally now, serve remotely once transferred."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.files import File
+from django.db import transaction
+from django.utils.deconstruct import deconstructible
+
+from . import message
+from .base import QueuedStorageBase
+from .conf import settings
+from .signals import file_queued
+from .state import FileState, Status
+
+logger = logging.getLogger("queued_storage")
+
+#: How long ``save()`` keeps trying to reach the broker before it gives up and
+#: leaves the transfer to ``queued_storage reconcile``.
+ENQUEUE_RETRY_POLICY = {
+    "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+}  # fmt: skip
+
+
+@deconstructible(path="queued_storage.backends.QueuedStorage")
+class QueuedStorage(QueuedStorageBase):
+    """A storage that saves to *local* at once and moves files to *remote*.
+
+    ``local`` and ``remote`` are dotted paths of storage classes, built with
+    ``local_options`` and ``remote_options`` on first use, or aliases of the
+    ``STORAGES`` setting (a value that is a key of ``STORAGES`` is an alias;
+    anything else is imported as a dotted path). Until a file's transfer has
+    finished it is served from the local storage, afterwards from the remote.
+    """
+
+    # Saving ----------------------------------------------------------------
+
+    @property
+    def overwrites(self) -> bool:
+        """Return whether the local storage replaces files saved again."""
+        local = self.local
+        return bool(
+            getattr(local, "_allow_overwrite", False)
+            or getattr(local, "file_overwrite", False)
+        )
+
+    def is_name_available(self, name: str, max_length: int | None = None) -> bool:
+        """Return whether *name* is free on the local and the remote storage."""
+        if not self.local.is_name_available(name, max_length=max_length):
+            return False
+        if self.overwrites:
+            return True
+        if settings.QUEUED_STORAGE_NAME_CHECK == "state":
+            state = self.state.get(name)
+            return state is None or state.is_deleted
+        return not self.remote.exists(name)
+
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        """Return a name free on both storages, based on *name*."""
+        self.validate_name(name)
+        return self.validate_name(super().get_available_name(name, max_length))
+
+    def get_valid_name(self, name: str) -> str:
+        return self.local.get_valid_name(name)
+
+    def get_alternative_name(self, file_root: str, file_ext: str) -> str:
+        return self.local.get_alternative_name(file_root, file_ext)
+
+    def generate_filename(self, filename: str) -> str:
+        return self.local.generate_filename(filename)
+
+    def save(self, name: str | None, content: Any, max_length: int | None = None) -> str:
+        """Save *content* locally, record its state, and queue its transfer.
+
+        The state is recorded under the name the file was actually saved as.
+        The transfer is queued when the current database transaction commits
+        (at once outside a transaction), unless the storage is delayed.
+        """
+        if name is None:
+            name = content.name
+        if not hasattr(content, "chunks"):
+            content = File(content, name)
+        name = self.get_available_name(self.validate_name(name), max_length)
+        name = self.validate_name(self.local.save(name, content, max_length))
+        version = secrets.token_hex(8)
+        size = getattr(content, "size", None)
+        self.state.record(name, FileState(Status.PENDING, version, size), host=_host())
+        transaction.on_commit(
+            lambda: self._queued(name, version), using=self.state.db
+        )
+        return name
+
+    def _queued(self, name: str, version: str) -> None:
+        if not self.delayed:
+            self.enqueue(name, version)
+        file_queued.send(type(self), name=name, storage=self, version=version)
+
+    def transfer(self, name: str, cache_key: str | None = None) -> Any:
+        """Queue the transfer of *name* again, for example after it failed.
+
+        Return the Celery result, or ``None`` when the file is already remote
+        or the message could not be sent. *cache_key* is accepted for
+        compatibility and ignored: the key derives from the name.
+        """
+        self.validate_name(name)
+        state = self.get_state(name)
+        if state is None or state.is_deleted:
+            raise FileNotFoundError(f"{name!r} is not in {type(self).__name__}.")
+        if state.is_remote:
+            return None
+        if state.status != Status.PENDING or not state.version:
+            state = FileState(Status.PENDING, secrets.token_hex(8), state.size)
+            self.state.record(name, state, host=_host())
+        return self.enqueue(name, state.version)
+
+    def enqueue(self, name: str, version: str) -> Any:
+        """Send the signed transfer message for *name* at *version*.
+
+        A broker that cannot be reached is logged, not raised: the file stays
+        pending and ``manage.py queued_storage reconcile`` queues it again.
+        """
+        from .tasks import get_task
+
+        task = get_task(self.task)
+        options: dict[str, Any] = {"retry": True, "retry_policy": ENQUEUE_RETRY_POLICY}
+        queue = transfer_queue()
+        if queue:
+            options["queue"] = queue
+        kwargs = message.sign(task.name, self.reference, name, version)
+        try:
+            return task.apply_async(kwargs=kwargs, **options)
+        except Exception as exc:
+            logger.error(
+                "Could not queue the transfer of %r; it stays pending until "
+                "reconciled: %s", name, exc,
+                extra={"file_name": name, "storage": self.reference},
+            )  # fmt: skip
+            return None
+
+    # Reading ---------------------------------------------------------------
+
+    def open(self, name: str, mode: str = "rb") -> File:
+        return self.get_storage(self.validate_name(name)).open(name, mode)
+
+    def exists(self, name: str) -> bool:
+        state = self.get_state(self.validate_name(name))
+        if state is None or state.is_deleted:
+            return False
+        return state.is_remote or self.local.exists(name)
+
+    def size(self, name: str) -> int:
+        state = self.get_state(self.validate_name(name))
+        if state is not None and state.is_remote and state.size is not None:
+            return state.size
+        return self.get_storage(name).size(name)
+
+    def url(self, name: str) -> str:
+        return self.get_storage(self.validate_name(name)).url(name)
+
+    def urls(self, names: Iterable[str]) -> dict[str, str]:
+        """Return the URL of each of *names*, with one cache round trip."""
+        states = self.get_states([self.validate_name(name) for name in names])
+        return {
+            name: (self.remote if s is not None and s.is_remote else self.local).url(name)
+            for name, s in states.items()
+        }
+
+    def path(self, name: str) -> str:
+        return self.get_storage(self.validate_name(name)).path(name)
+
+    def listdir(self, path: str) -> tuple[list[str], list[str]]:
+        """List *path* on both storages, without duplicates."""
+        dirs: dict[str, None] = {}
+        files: dict[str, None] = {}
+        for storage in (self.local, self.remote):
+            try:
+                found_dirs, found_files = storage.listdir(path)
+            except FileNotFoundError:
+                continue
+            dirs.update(dict.fromkeys(found_dirs))
+            files.update(dict.fromkeys(found_files))
+        return list(dirs), list(files)
+
+    def get_accessed_time(self, name: str) -> Any:
+        return self.get_storage(self.validate_name(name)).get_accessed_time(name)
+
+    def get_created_time(self, name: str) -> Any:
+        return self.get_storage(self.validate_name(name)).get_created_time(name)
+
+    def get_modified_time(self, name: str) -> Any:
+        return self.get_storage(self.validate_name(name)).get_modified_time(name)
+
+    # Deleting --------------------------------------------------------------
+
+    def delete(self, name: str) -> None:
+        """Delete *name* from both storages and mark it deleted.
+
+        The state changes first, so that a transfer still in flight gives up
+        and removes what it uploaded.
+        """
+        self.validate_name(name)
+        self.state.forget(name)
+        errors = []
+        for storage in (self.local, self.remote):
+            try:
+                storage.delete(name)
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+def _host() -> str:
+    return socket.gethostname()
+
+
+def transfer_queue() -> str | None:
+    """Return the Celery queue that transfers from this host are sent to."""
+    queue = settings.QUEUED_STORAGE_QUEUE
+    if settings.QUEUED_STORAGE_PER_HOST_QUEUE:
+        return f"{queue or 'queued_storage'}.{_host()}"
+    return queue
+
+
+_FILE_SYSTEM = "django.core.files.storage.FileSystemStorage"
+
+
+class QueuedFileSystemStorage(QueuedStorage):
+    """A queued storage whose local storage is a ``FileSystemStorage``."""
+
+    local = _FILE_SYSTEM
+
+
+class QueuedS3Storage(QueuedFileSystemStorage):
+    """Save to the file system, then move to S3 (django-storages, boto3)."""
+
+    remote = "storages.backends.s3.S3Storage"
+
+
+#: The name this class had when the S3 backend was built on boto.
+QueuedS3BotoStorage = QueuedS3Storage
+
+
+class QueuedGoogleCloudStorage(QueuedFileSystemStorage):
+    """Save to the file system, then move to Google Cloud Storage."""
+
+    remote = "storages.backends.gcloud.GoogleCloudStorage"
+
+
+class QueuedAzureStorage(QueuedFileSystemStorage):
+    """Save to the file system, then move to Azure Blob Storage."""
+
+    remote = "storages.backends.azure_storage.AzureStorage"
+
+
+class QueuedFTPStorage(QueuedFileSystemStorage):
+    """Save to the file system, then move to an FTP server."""
+
+    remote = "storages.backends.ftp.FTPStorage"
+
+
+class QueuedSFTPStorage(QueuedFileSystemStorage):
+    """Save to the file system, then move to an SFTP server."""
+
+    remote = "storages.backends.sftpstorage.SFTPStorage"
+
+
+class QueuedCouchDBStorage(QueuedFileSystemStorage):
+    """Kept for imports; django-storages no longer has a CouchDB backend."""
+
+    removed_remote = "storages.backends.couchdb.CouchDBStorage"
+
+
+class QueuedDatabaseStorage(QueuedFileSystemStorage):
+    """Kept for imports; django-storages no longer has a database backend."""
+
+    removed_remote = "storages.backends.database.DatabaseStorage"
+
+
+class QueuedMogileFSStorage(QueuedFileSystemStorage):
+    """Kept for imports; django-storages no longer has a MogileFS backend."""
+
+    removed_remote = "storages.backends.mogile.MogileFSStorage"
+
+
+class QueuedGridFSStorage(QueuedFileSystemStorage):
+    """Kept for imports; django-storages no longer has a GridFS backend."""
+
+    removed_remote = "storages.backends.mongodb.GridFSStorage"
+
+
+class QueuedCloudFilesStorage(QueuedFileSystemStorage):
+    """Kept for imports; django-storages no longer has a Cloud Files backend."""
+
+    removed_remote = "storages.backends.mosso.CloudFilesStorage"

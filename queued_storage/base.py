@@ -1,0 +1,235 @@
+"""The configuration of a queued storage and the routing of reads by state."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from functools import cached_property
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.files.storage import Storage, storages
+from django.utils.module_loading import import_string
+
+from . import registry
+from .conf import settings
+from .names import validate_name
+from .state import FileState, StateStore, Status
+
+
+class _Backend:
+    """The ``local``/``remote`` attribute of a queued storage.
+
+    On the class it is the default dotted path (what a subclass sets); on an
+    instance it is the storage itself, built on first use and kept.
+    """
+
+    def __init__(self, role: str, default: Any = None) -> None:
+        self.role = role
+        self.default = default
+
+    def __get__(self, instance: QueuedStorageBase | None, owner: type) -> Any:
+        if instance is None:
+            return self.default
+        storage = instance._build(self.role)
+        instance.__dict__[self.role] = storage
+        return storage
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+class QueuedStorageBase(Storage):
+    """Configure the two storages of a queued storage and route by state.
+
+    ``local`` and ``remote`` are dotted paths of storage classes, built with
+    ``local_options`` and ``remote_options`` on first use, or aliases of the
+    ``STORAGES`` setting (a value that is a key of ``STORAGES`` is an alias;
+    anything else is imported as a dotted path).
+    """
+
+    local: Any = _Backend("local")
+    remote: Any = _Backend("remote")
+    local_options: dict[str, Any] | None = None
+    remote_options: dict[str, Any] | None = None
+    cache_prefix: str | None = None
+    delayed: bool = False
+    task: str = "queued_storage.tasks.Transfer"
+    #: Note why a subclass cannot work without an explicit ``remote``.
+    removed_remote: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for role in ("local", "remote"):
+            if role in cls.__dict__ and not isinstance(cls.__dict__[role], _Backend):
+                setattr(cls, role, _Backend(role, cls.__dict__[role]))
+
+    def __init__(
+        self,
+        local: str | None = None,
+        remote: str | None = None,
+        local_options: dict[str, Any] | None = None,
+        remote_options: dict[str, Any] | None = None,
+        cache_prefix: str | None = None,
+        delayed: bool | None = None,
+        task: str | None = None,
+        reference: str | None = None,
+        **unknown: Any,
+    ) -> None:
+        name = type(self).__name__
+        if unknown:
+            raise ImproperlyConfigured(
+                f"{name} got unknown options: {', '.join(sorted(unknown))}."
+            )
+        if self.removed_remote and remote is None:
+            raise ImproperlyConfigured(
+                f"{name}'s remote backend {self.removed_remote} was removed from "
+                "django-storages. Pass remote='dotted.path.of.a.Storage' (and "
+                "remote_options) or use QueuedStorage with another backend."
+            )
+        cls = type(self)
+        self._paths = {
+            "local": cls.local if local is None else local,
+            "remote": cls.remote if remote is None else remote,
+        }
+        self._options = {
+            "local": cls.local_options if local_options is None else local_options,
+            "remote": cls.remote_options if remote_options is None else remote_options,
+        }
+        for role, path in self._paths.items():
+            if not isinstance(path, str) or not path:
+                raise ImproperlyConfigured(
+                    f"{name}'s {role} must be the dotted path of a storage class "
+                    f"or a STORAGES alias, as a string, not {path!r}: pass e.g. "
+                    f"{role}='django.core.files.storage.FileSystemStorage' and "
+                    f"{role}_options={{...}}."
+                )
+            options = self._options[role]
+            if options is not None and not isinstance(options, dict):
+                raise ImproperlyConfigured(
+                    f"{name}'s {role}_options must be a dict, not {options!r}."
+                )
+        for option, value, kind in (
+            ("cache_prefix", cache_prefix, str),
+            ("delayed", delayed, bool),
+            ("task", task, str),
+            ("reference", reference, str),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise ImproperlyConfigured(
+                    f"{name}'s {option} must be a {kind.__name__}, not {value!r}."
+                )
+        if cache_prefix is not None:
+            self.cache_prefix = cache_prefix
+        if delayed is not None:
+            self.delayed = delayed
+        if task is not None:
+            self.task = task
+        self._reference = reference
+        registry.register(self)
+
+    # Building the two storages --------------------------------------------
+
+    def _build(self, role: str) -> Storage:
+        path, options = self._paths[role], self._options[role] or {}
+        name = type(self).__name__
+        if path in getattr(settings, "STORAGES", {}):
+            if options:
+                raise ImproperlyConfigured(
+                    f"{name}'s {role} names the STORAGES alias {path!r}, which "
+                    f"takes its options from STORAGES: drop {role}_options."
+                )
+            if path in registry.queued_aliases():
+                raise ImproperlyConfigured(
+                    f"{name}'s {role} names {path!r}, itself a queued storage."
+                )
+            return storages[path]
+        try:
+            backend = import_string(path)
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f"{name} could not import its {role} storage {path!r}: {exc}. "
+                "Check the dotted path, and install the backend's package."
+            ) from exc
+        if not (isinstance(backend, type) and issubclass(backend, Storage)):
+            raise ImproperlyConfigured(
+                f"{name}'s {role} {path!r} is not a storage class."
+            )
+        return backend(**options)
+
+    @cached_property
+    def reference(self) -> str:
+        """Return the name by which workers find this storage.
+
+        It is the ``reference`` option if given, else the ``STORAGES`` alias
+        configured with exactly this storage's options, else a digest of the
+        class and options.
+        """
+        if self._reference:
+            return self._reference
+        path, args, kwargs = self.deconstruct()
+        for alias in registry.queued_aliases():
+            params = settings.STORAGES[alias]
+            same_class = import_string(params["BACKEND"]) is type(self)
+            if same_class and not args and params.get("OPTIONS", {}) == kwargs:
+                return alias
+        payload = json.dumps([path, args, kwargs], sort_keys=True, default=repr)
+        digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return f"{type(self).__name__}:{digest}"
+
+    @property
+    def state(self) -> StateStore:
+        """Return the store of this storage's file states."""
+        prefix = self.cache_prefix or settings.QUEUED_STORAGE_CACHE_PREFIX
+        return StateStore(self.reference, prefix)
+
+    def get_cache_key(self, name: str) -> str:
+        """Return the cache key that holds the state of *name*."""
+        return self.state.key(name)
+
+    def validate_name(self, name: Any) -> str:
+        """Return *name* if it is safe for both storages, else raise."""
+        limit = 1024
+        location = getattr(self.remote, "location", "")
+        if isinstance(location, str) and location and "://" not in location:
+            limit -= len(location.strip("/").encode("utf-8")) + 1
+        return validate_name(name, max_bytes=limit)
+
+    # States ----------------------------------------------------------------
+
+    def get_state(self, name: str) -> FileState | None:
+        """Return the recorded state of *name*, finding it out on a miss."""
+        return self.get_states([name])[name]
+
+    def get_states(self, names: Iterable[str]) -> dict[str, FileState | None]:
+        """Return the states of *names*, with one cache round trip."""
+        states = self.state.get_many(names)
+        for name, state in states.items():
+            if state is None:
+                states[name] = self._probe(name)
+        return states
+
+    def _probe(self, name: str) -> FileState | None:
+        if self.local.exists(name):
+            state = FileState(Status.PENDING)
+        elif self.remote.exists(name):
+            state = FileState(Status.TRANSFERRED)
+        else:
+            return None
+        self.state.remember(name, state)
+        return state
+
+    def using_remote(self, name: str) -> bool:
+        """Return whether *name* is served from the remote storage."""
+        state = self.get_state(name)
+        return state is not None and state.is_remote
+
+    def using_local(self, name: str) -> bool:
+        """Return whether *name* is served from the local storage."""
+        return not self.using_remote(name)
+
+    def get_storage(self, name: str) -> Storage:
+        """Return the storage that serves *name* now."""
+        return self.remote if self.using_remote(name) else self.local

@@ -1,0 +1,46 @@
+"""Settings of queued_storage, with their defaults.
+
+Every setting is read from ``django.conf.settings`` when it is needed, never
+at import, so ``override_settings`` works and a worker and a web process can
+differ where it makes sense.
+"""
+
+from __future__ import annotations
+
+from appconf import AppConf
+from django.conf import settings
+
+__all__ = ["QueuedStorageConf", "settings"]
+
+
+class QueuedStorageConf(AppConf):
+    #: Prefix of the cache keys that hold file states.
+    CACHE_PREFIX = "queued_storage"
+    #: Alias in ``CACHES`` of the cache that holds file states.
+    CACHE = "default"
+    #: Seconds a state entry lives in the cache; ``None`` keeps it for good.
+    CACHE_TIMEOUT = None
+    #: How often a failed transfer is retried before it is marked failed.
+    RETRIES = 5
+    #: Seconds before the first retry; later ones back off exponentially.
+    RETRY_DELAY = 60
+    #: Upper bound, in seconds, of the delay between two retries.
+    RETRY_BACKOFF_MAX = 3600
+    #: Keep a durable record of every file in the database.
+    LEDGER = True
+    #: Seconds for which a signed task message is accepted by a worker.
+    MESSAGE_MAX_AGE = 7 * 24 * 3600
+    #: Celery queue the transfer tasks are sent to; ``None`` is Celery's default.
+    QUEUE = None
+    #: Send each transfer to a queue named after the host that wrote the file.
+    PER_HOST_QUEUE = False
+    #: How ``get_available_name`` decides that a name is free on the remote:
+    #: ``"remote"`` asks the remote storage, ``"state"`` trusts the recorded
+    #: states and lets the transfer catch the rare collision.
+    NAME_CHECK = "remote"
+    #: How many times a message may be delivered again after a worker was lost
+    #: before the transfer is marked failed.
+    MAX_DELIVERIES = 5
+
+    class Meta:
+        prefix = "queued_storage"

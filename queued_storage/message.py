@@ -1,0 +1,50 @@
+"""The signed task message that asks a worker to transfer a file.
+
+A message carries only a storage *reference* (resolved by the worker from its
+own configuration), the file name, and its version token, plus a signature
+that binds them to the task name and the time of signing. It never carries an
+importable path or storage options, so a forged message cannot make a worker
+import code, build a storage of the sender's choosing, or learn credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import signing
+
+from .conf import settings
+from .exceptions import InvalidMessage
+
+#: The salt that keeps these signatures apart from any other use of SECRET_KEY.
+SALT = "queued_storage.transfer"
+
+
+def sign(task: str, storage: str, name: str, version: str) -> dict[str, str]:
+    """Return the keyword arguments of a transfer message, signed."""
+    signature = signing.dumps([task, storage, name, version], salt=SALT)
+    return {"storage": storage, "name": name, "version": version, "signature": signature}
+
+
+def verify(task: str, message: dict[str, Any]) -> tuple[str, str, str]:
+    """Check a message received by *task*; return ``(storage, name, version)``.
+
+    Raise :class:`~queued_storage.exceptions.InvalidMessage` when the
+    signature is missing, forged, expired, or signs other values.
+    """
+    fields = ("storage", "name", "version", "signature")
+    values = [message.get(field) for field in fields]
+    if not all(isinstance(value, str) for value in values):
+        raise InvalidMessage("The message lacks a field or has one of another type.")
+    storage, name, version, signature = values
+    try:
+        signed = signing.loads(
+            signature, salt=SALT, max_age=settings.QUEUED_STORAGE_MESSAGE_MAX_AGE
+        )
+    except signing.SignatureExpired as exc:
+        raise InvalidMessage(f"The message's signature has expired: {exc}.") from None
+    except signing.BadSignature:
+        raise InvalidMessage("The message's signature is not valid.") from None
+    if signed != [task, storage, name, version]:
+        raise InvalidMessage("The message's fields differ from the signed ones.")
+    return storage, name, version

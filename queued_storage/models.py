@@ -1,0 +1,56 @@
+"""The ledger: a durable record of every file a queued storage holds."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Status(models.TextChoices):
+    """Where a file stands on its way from the local to the remote storage."""
+
+    PENDING = "pending", _("pending")
+    TRANSFERRING = "transferring", _("transferring")
+    TRANSFERRED = "transferred", _("transferred")
+    FAILED = "failed", _("failed")
+    DELETED = "deleted", _("deleted")
+
+
+class StoredFile(models.Model):
+    """One file of one queued storage, and the state of its transfer.
+
+    Rows are looked up by ``(storage, name_hash)``: the hash keeps the unique
+    index small enough for every database (MySQL cannot index 1,024
+    characters of utf8mb4), while ``name`` keeps the name itself.
+    """
+
+    storage = models.CharField(_("storage"), max_length=200)
+    name = models.CharField(_("name"), max_length=1024)
+    name_hash = models.CharField(_("name hash"), max_length=64, editable=False)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    version = models.CharField(_("version"), max_length=32)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True, default="")
+    size = models.BigIntegerField(_("size"), null=True, blank=True)
+    checksum = models.CharField(_("checksum"), max_length=80, blank=True, default="")
+    host = models.CharField(_("host"), max_length=255, blank=True, default="")
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+    transferred = models.DateTimeField(_("transferred"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("stored file")
+        verbose_name_plural = _("stored files")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["storage", "name_hash"], name="queued_storage_file_unique"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "updated"], name="queued_storage_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"

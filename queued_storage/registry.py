@@ -1,0 +1,73 @@
+"""Find a queued storage from the reference a task message carries.
+
+Every queued storage built in a process registers itself here. A worker
+resolves a message's reference against the storages its own configuration
+built (model fields and ``STORAGES``), never against anything the message
+could name, so a forged message can at most ask for a transfer that the
+worker's configuration already allows.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from .exceptions import UnknownStorage
+
+if TYPE_CHECKING:
+    from .base import QueuedStorageBase
+
+_instances: weakref.WeakSet[QueuedStorageBase] = weakref.WeakSet()
+
+
+def register(storage: QueuedStorageBase) -> None:
+    """Make *storage* findable by its reference in this process."""
+    _instances.add(storage)
+
+
+def _find(reference: str) -> QueuedStorageBase | None:
+    for storage in list(_instances):
+        if storage.reference == reference:
+            return storage
+    return None
+
+
+def queued_aliases() -> list[str]:
+    """Return the ``STORAGES`` aliases whose backend is a queued storage."""
+    from .base import QueuedStorageBase
+
+    aliases = []
+    for alias, params in getattr(settings, "STORAGES", {}).items():
+        try:
+            backend = import_string(params.get("BACKEND", ""))
+        except ImportError:
+            continue
+        if isinstance(backend, type) and issubclass(backend, QueuedStorageBase):
+            aliases.append(alias)
+    return aliases
+
+
+def resolve(reference: str) -> QueuedStorageBase:
+    """Return this process's queued storage known as *reference*.
+
+    Raise :class:`~queued_storage.exceptions.UnknownStorage` when no storage
+    of this process's configuration has that reference.
+    """
+    storage = _find(reference)
+    if storage is None:
+        # Storages of STORAGES are built on first use: build the queued ones.
+        from django.core.files.storage import storages
+
+        for alias in queued_aliases():
+            storages[alias]
+        storage = _find(reference)
+    if storage is None:
+        raise UnknownStorage(
+            f"No queued storage of this process is known as {reference!r}. "
+            "The worker must run with the same settings and models as the web "
+            "process that sent the transfer."
+        )
+    return storage

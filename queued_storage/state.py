@@ -1,0 +1,255 @@
+"""Per-file state: where a file is served from, kept in the cache and the ledger.
+
+The cache is the fast path for every read. With the ledger on (the default),
+the database holds the durable copy: a cache miss costs one indexed query, and
+every change is a compare-and-set on the file's version token, so a stale or
+duplicated task cannot overwrite a newer state. With the ledger off, the cache
+alone holds the state and the storage probes its backends on a miss.
+
+A cache that is flushed or unreachable never fails a save or a read: errors
+are logged and treated as misses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from django.core.cache import caches
+from django.db import router, transaction
+from django.utils import timezone
+
+from .conf import settings
+from .models import Status, StoredFile
+
+logger = logging.getLogger("queued_storage")
+
+__all__ = ["FileState", "StateStore", "Status", "name_hash"]
+
+
+def name_hash(name: str) -> str:
+    """Return the hex SHA-256 of *name*, the ledger's index on names."""
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What is known of one file: its status, version token, size and errors."""
+
+    status: str
+    version: str = ""
+    size: int | None = None
+    attempts: int = 0
+    error: str = ""
+
+    @property
+    def is_remote(self) -> bool:
+        """Return whether the file is served from the remote storage."""
+        return self.status == Status.TRANSFERRED
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.status == Status.DELETED
+
+    def evolve(self, **changes: Any) -> FileState:
+        """Return a copy of this state with *changes* applied."""
+        return replace(self, **changes)
+
+    def to_cache(self) -> tuple[str, str, int | None, int, str]:
+        return (str(self.status), self.version, self.size, self.attempts, self.error)
+
+    @classmethod
+    def from_cache(cls, value: Any) -> FileState | None:
+        try:
+            status, version, size, attempts, error = value
+        except (TypeError, ValueError):
+            return None  # An entry of another shape: treat it as a miss.
+        return cls(status, version, size, attempts, error)
+
+    @classmethod
+    def from_row(cls, row: StoredFile) -> FileState:
+        return cls(row.status, row.version, row.size, row.attempts, row.last_error)
+
+
+class StateStore:
+    """Read and change the states of one queued storage's files."""
+
+    def __init__(self, reference: str, prefix: str) -> None:
+        self.reference = reference
+        self.prefix = prefix
+
+    # Keys and back ends -------------------------------------------------
+
+    def key(self, name: str) -> str:
+        """Return the cache key of *name*.
+
+        A hash keeps every key short and free of characters that memcached
+        refuses, and folds in the storage reference so that two queued
+        storages never share a key for the same name.
+        """
+        digest = hashlib.sha256(
+            f"{self.reference}\x00{name}".encode("utf-8", "surrogatepass")
+        ).hexdigest()
+        return f"{self.prefix}:{digest}"
+
+    @property
+    def cache(self) -> Any:
+        return caches[settings.QUEUED_STORAGE_CACHE]
+
+    @property
+    def ledger(self) -> bool:
+        return bool(settings.QUEUED_STORAGE_LEDGER)
+
+    @property
+    def db(self) -> str:
+        """Return the database alias that holds the ledger."""
+        return router.db_for_write(StoredFile) or "default"
+
+    def _rows(self) -> Any:
+        return StoredFile.objects.using(self.db).filter(storage=self.reference)
+
+    # Cache access that never raises ---------------------------------------
+
+    def _cache_get(self, key: str) -> Any:
+        try:
+            return self.cache.get(key)
+        except Exception as exc:
+            logger.warning("Cache unavailable, reading around it: %s", exc)
+            return None
+
+    def _cache_get_many(self, keys: list[str]) -> dict[str, Any]:
+        try:
+            return self.cache.get_many(keys)
+        except Exception as exc:
+            logger.warning("Cache unavailable, reading around it: %s", exc)
+            return {}
+
+    def _cache_set_many(self, mapping: dict[str, FileState]) -> None:
+        if not mapping:
+            return
+        values = {key: state.to_cache() for key, state in mapping.items()}
+        try:
+            self.cache.set_many(values, timeout=settings.QUEUED_STORAGE_CACHE_TIMEOUT)
+        except Exception as exc:
+            logger.warning("Cache unavailable, state not cached: %s", exc)
+
+    def remember(self, name: str, state: FileState) -> None:
+        """Put *state* in the cache only (a read found it out)."""
+        self._cache_set_many({self.key(name): state})
+
+    # Reads ----------------------------------------------------------------
+
+    def get(self, name: str) -> FileState | None:
+        """Return the state of *name*, or ``None`` when nothing is recorded."""
+        return self.get_many([name])[name]
+
+    def get_many(self, names: Iterable[str]) -> dict[str, FileState | None]:
+        """Return the states of *names* with one cache round trip.
+
+        Names the cache misses are looked up in the ledger in one query and
+        put back in the cache together.
+        """
+        keys = {name: self.key(name) for name in names}
+        cached = self._cache_get_many(list(keys.values()))
+        found: dict[str, FileState | None] = {}
+        missing: list[str] = []
+        for name, key in keys.items():
+            state = FileState.from_cache(cached[key]) if key in cached else None
+            found[name] = state
+            if state is None:
+                missing.append(name)
+        if missing and self.ledger:
+            hashes = {name_hash(name): name for name in missing}
+            refill = {}
+            for row in self._rows().filter(name_hash__in=list(hashes)):
+                name = hashes[row.name_hash]
+                found[name] = FileState.from_row(row)
+                refill[keys[name]] = found[name]
+            self._cache_set_many(refill)
+        return found
+
+    # Writes ---------------------------------------------------------------
+
+    def record(self, name: str, state: FileState, *, host: str = "") -> None:
+        """Record *state* for *name*, replacing whatever was there.
+
+        The ledger row is written in the caller's transaction; the cache is
+        updated at once.
+        """
+        if self.ledger:
+            row = StoredFile(
+                storage=self.reference,
+                name=name,
+                name_hash=name_hash(name),
+                status=state.status,
+                version=state.version,
+                size=state.size,
+                attempts=state.attempts,
+                last_error=state.error,
+                host=host,
+                transferred=None,
+            )
+            StoredFile.objects.using(self.db).bulk_create(
+                [row],
+                update_conflicts=True,
+                unique_fields=["storage", "name_hash"],
+                update_fields=[
+                    "name", "status", "version", "size", "attempts",
+                    "last_error", "host", "checksum", "transferred", "updated",
+                ],
+            )  # fmt: skip
+        self.remember(name, state)
+
+    def compare_and_set(
+        self, name: str, version: str, new: FileState, *, checksum: str = ""
+    ) -> bool:
+        """Set *new* as the state of *name* if its version is still *version*.
+
+        Return ``False``, and change nothing, when the file was deleted or
+        saved again since: the caller holds a stale view.
+        """
+        if self.ledger:
+            changes: dict[str, Any] = {
+                "status": new.status,
+                "version": new.version,
+                "attempts": new.attempts,
+                "last_error": new.error,
+                "updated": timezone.now(),
+            }
+            if new.size is not None:
+                changes["size"] = new.size
+            if checksum:
+                changes["checksum"] = checksum
+            if new.status == Status.TRANSFERRED:
+                changes["transferred"] = changes["updated"]
+            with transaction.atomic(using=self.db):
+                count = (
+                    self._rows()
+                    .filter(name_hash=name_hash(name), version=version)
+                    .exclude(status=Status.DELETED)
+                    .update(**changes)
+                )
+            if not count:
+                return False
+        else:
+            current = FileState.from_cache(self._cache_get(self.key(name)))
+            # Without a ledger a flushed cache cannot tell a stale task from
+            # a current one; a tombstone or another version can.
+            if current is not None and (
+                current.is_deleted or current.version != version
+            ):
+                return False
+        self.remember(name, new)
+        return True
+
+    def forget(self, name: str) -> None:
+        """Mark *name* deleted, so that a task still in flight gives up."""
+        tombstone = FileState(Status.DELETED)
+        if self.ledger:
+            self._rows().filter(name_hash=name_hash(name)).update(
+                status=Status.DELETED, version="", updated=timezone.now()
+            )
+        self.remember(name, tombstone)

@@ -1,0 +1,223 @@
+"""The Celery tasks that move files: thin adapters around :mod:`.transfer`.
+
+``Transfer`` and ``TransferAndDelete`` are registered under exactly those
+names with every Celery app, as soon as this module is imported (which
+``app.autodiscover_tasks()`` does for apps in ``INSTALLED_APPS``). A subclass
+is registered under its dotted path, which is what a storage's ``task=``
+option names.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from celery import Task, current_app
+from celery._state import _get_active_apps, connect_on_app_finalize
+from celery.exceptions import Reject
+from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
+from django.utils.module_loading import import_string
+
+from . import message, registry
+from .base import QueuedStorageBase
+from .conf import settings
+from .exceptions import InvalidMessage, TransferError
+from .signals import file_transferred, local_deleted, transfer_failed
+from .state import FileState, Status
+from .transfer import transfer_file
+
+logger = logging.getLogger("queued_storage")
+
+
+def _register(cls: type[Task]) -> None:
+    def add(app: Any) -> Any:
+        return app.register_task(cls())
+
+    connect_on_app_finalize(add)
+    for app in _get_active_apps():
+        if app.finalized:
+            add(app)
+
+
+def get_task(path: str) -> Task:
+    """Return the registered task that *path* (a dotted path or task name) names."""
+    tasks = current_app.tasks
+    if path in tasks:
+        return tasks[path]
+    try:
+        found = import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            f"The transfer task {path!r} cannot be imported: {exc}."
+        ) from exc
+    task = tasks.get(getattr(found, "name", None) or path)
+    if task is None:
+        raise ImproperlyConfigured(
+            f"{path!r} is not a task registered with the Celery app "
+            f"{current_app.main!r}: make it a subclass of "
+            "queued_storage.tasks.Transfer."
+        )
+    return task
+
+
+class Transfer(Task):
+    """Copy a file of a queued storage from its local to its remote storage.
+
+    Subclass it and override :meth:`transfer` to change how a file moves:
+    return ``True`` on success and ``False`` to retry later.
+    """
+
+    name = "queued_storage.tasks.Transfer"
+    #: Acknowledge the message only when the task has finished, and deliver it
+    #: again if the worker dies, so that a killed worker loses no transfer.
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = f"{cls.__module__}.{cls.__qualname__}"
+        if not cls.__dict__.get("abstract", False):
+            _register(cls)
+
+    @property  # type: ignore[override]
+    def max_retries(self) -> int:
+        return int(settings.QUEUED_STORAGE_RETRIES)
+
+    @property  # type: ignore[override]
+    def default_retry_delay(self) -> int:
+        return int(settings.QUEUED_STORAGE_RETRY_DELAY)
+
+    def run(self, storage: str, name: str, version: str, signature: str) -> bool:
+        fields = {"storage": storage, "name": name, "version": version}
+        try:
+            message.verify(self.name, {**fields, "signature": signature})
+            queued = registry.resolve(storage)
+            queued.validate_name(name)
+        except (InvalidMessage, SuspiciousFileOperation) as exc:
+            logger.error("Rejected a transfer message %r: %s", fields, exc)
+            raise Reject(str(exc), requeue=False) from None
+        return self.process(queued, name, version)
+
+    def transfer(self, name: str, local: Any, remote: Any, **kwargs: Any) -> bool:
+        """Copy *name* from *local* to *remote*; return whether it worked.
+
+        Return ``False`` (or raise) to have the task retried later.
+        """
+        transfer_file(name, local, remote, replace=kwargs.get("replace", False))
+        return True
+
+    def after_transfer(self, queued: QueuedStorageBase, name: str) -> None:
+        """Act once the file is served from the remote. Does nothing here."""
+
+    def process(self, queued: QueuedStorageBase, name: str, version: str) -> bool:
+        """Move *name* if its state still has *version*; record the outcome."""
+        extra = {"file_name": name, "storage": queued.reference}
+        state = queued.state.get(name) or queued._probe(name)
+        if state is None or state.is_deleted or (
+            state.version and state.version != version
+        ):
+            logger.info("Skipped %r: deleted or saved again since.", name, extra=extra)
+            return False
+        if state.is_remote:
+            return True
+        attempts = state.attempts + 1
+        extra["attempt"] = attempts
+        moving = state.evolve(status=Status.TRANSFERRING, version=version,
+                              attempts=attempts)  # fmt: skip
+        if not queued.state.compare_and_set(name, version, moving):
+            return False
+        limit = self.max_retries + 1 + settings.QUEUED_STORAGE_MAX_DELIVERIES
+        if attempts > limit:
+            return self.fail(queued, name, moving, f"gave up after {limit} attempts")
+        logger.info("Transferring %r (attempt %d).", name, attempts, extra=extra)
+        try:
+            done = self.transfer(
+                name, queued.local, queued.remote, replace=queued.overwrites
+            )
+        except TransferError as exc:
+            if not exc.retryable:
+                return self.fail(queued, name, moving, str(exc))
+            return self.retry_later(queued, name, moving, str(exc))
+        except Exception as exc:
+            return self.retry_later(queued, name, moving, f"{type(exc).__name__}: {exc}")
+        if not done:
+            return self.retry_later(queued, name, moving, "the transfer returned False")
+        if not queued.state.compare_and_set(
+            name, version, moving.evolve(status=Status.TRANSFERRED, error="")
+        ):
+            # Deleted while in flight: do not let the upload bring it back.
+            current = queued.state.get(name)
+            if current is None or current.is_deleted:
+                queued.remote.delete(name)
+            logger.info("Discarded %r: changed while in flight.", name, extra=extra)
+            return False
+        logger.info("Transferred %r.", name, extra=extra)
+        self.after_transfer(queued, name)
+        file_transferred.send(
+            type(self), name=name, local=queued.local, remote=queued.remote
+        )
+        return True
+
+    def backoff(self, retries: int) -> float:
+        """Return the delay before retry number *retries* (0-based), jittered."""
+        delay = min(
+            settings.QUEUED_STORAGE_RETRY_BACKOFF_MAX,
+            self.default_retry_delay * 2**retries,
+        )
+        return float(delay) * random.uniform(0.5, 1.0)  # noqa: S311
+
+    def retry_later(
+        self, queued: QueuedStorageBase, name: str, state: FileState, reason: str
+    ) -> bool:
+        """Schedule another try, or mark the file failed when none is left."""
+        retries = self.request.retries or 0
+        if retries >= self.max_retries:
+            return self.fail(queued, name, state, reason)
+        queued.state.compare_and_set(
+            name, state.version, state.evolve(status=Status.PENDING, error=reason)
+        )
+        logger.warning(
+            "Transfer of %r failed, retrying: %s", name, reason,
+            extra={"file_name": name, "storage": queued.reference,
+                   "attempt": state.attempts},
+        )  # fmt: skip
+        kwargs = message.sign(self.name, queued.reference, name, state.version)
+        raise self.retry(kwargs=kwargs, countdown=self.backoff(retries))
+
+    def fail(
+        self, queued: QueuedStorageBase, name: str, state: FileState, reason: str
+    ) -> bool:
+        """Mark *name* failed for good; it stays served from the local copy."""
+        queued.state.compare_and_set(
+            name, state.version, state.evolve(status=Status.FAILED, error=reason)
+        )
+        logger.error(
+            "Transfer of %r failed for good: %s", name, reason,
+            extra={"file_name": name, "storage": queued.reference,
+                   "attempt": state.attempts},
+        )  # fmt: skip
+        transfer_failed.send(
+            type(self), name=name, storage=queued, error=reason,
+            attempts=state.attempts,
+        )  # fmt: skip
+        return False
+
+
+class TransferAndDelete(Transfer):
+    """Transfer a file, then delete its local copy.
+
+    The state says "remote" before the local copy goes, so every read finds
+    one of the two copies.
+    """
+
+    name = "queued_storage.tasks.TransferAndDelete"
+
+    def after_transfer(self, queued: QueuedStorageBase, name: str) -> None:
+        queued.local.delete(name)
+        local_deleted.send(type(self), name=name, storage=queued)
+
+
+_register(Transfer)

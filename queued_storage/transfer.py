@@ -1,0 +1,84 @@
+"""Copy one file from a local storage to a remote one, and verify the copy.
+
+This module knows nothing of Celery, the cache or settings: it takes two
+storages and a name, so it can be called from a task, a management command
+or a test alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.core.files.storage import Storage
+
+from .exceptions import LocalFileMissing, NameChanged, RemoteConflict, VerificationFailed
+
+logger = logging.getLogger("queued_storage")
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """The outcome of a transfer that succeeded."""
+
+    name: str
+    size: int
+    #: ``False`` when the remote already held a matching copy (a transfer
+    #: interrupted after its upload, or a message delivered twice).
+    uploaded: bool
+
+
+def _describe(storage: Storage) -> str:
+    cls = type(storage)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def transfer_file(
+    name: str, local: Storage, remote: Storage, *, replace: bool = False
+) -> TransferResult:
+    """Copy *name* from *local* to *remote* under the same name, streaming it.
+
+    The remote copy is verified to have the local copy's size before this
+    returns. A remote object already under *name* with the same size counts
+    as done; one of another size raises
+    :class:`~queued_storage.exceptions.RemoteConflict` unless *replace* is
+    true. A missing local copy with a matching remote one also counts as
+    done, since a ``TransferAndDelete`` may have removed it after the upload.
+    """
+    try:
+        size = local.size(name)
+    except (FileNotFoundError, OSError) as exc:
+        if remote.exists(name):
+            return TransferResult(name, remote.size(name), uploaded=False)
+        raise LocalFileMissing(
+            f"The local copy of {name!r} cannot be read by this worker "
+            f"({_describe(local)}: {exc}). Workers must see the local storage of "
+            "the web process that saved the file: share the volume, or route "
+            "transfers to a queue per host (QUEUED_STORAGE_PER_HOST_QUEUE)."
+        ) from exc
+    if remote.exists(name):
+        if remote.size(name) == size:
+            return TransferResult(name, size, uploaded=False)
+        if not replace:
+            raise RemoteConflict(
+                f"{_describe(remote)} already holds a different object named "
+                f"{name!r}; it was not overwritten. Remove or rename it there, "
+                "then retry the transfer."
+            )
+        remote.delete(name)
+    with local.open(name, "rb") as content:
+        stored = remote.save(name, content)
+    if stored != name:
+        # The copy under the other name was made just now by this call.
+        remote.delete(stored)
+        raise NameChanged(
+            f"{_describe(remote)} stored {name!r} as {stored!r}; the copy was "
+            "removed. The remote must keep names unchanged (check its "
+            "file_overwrite or get_available_name behaviour)."
+        )
+    remote_size = remote.size(name)
+    if remote_size != size:
+        raise VerificationFailed(
+            f"The remote copy of {name!r} has {remote_size} bytes, the local one {size}."
+        )
+    return TransferResult(name, size, uploaded=True)

@@ -1,0 +1,137 @@
+"""Django settings of the test suite.
+
+The services (Redis, memcached, PostgreSQL, the S3 endpoint) are started by
+``tests/conftest.py`` on free loopback ports, which it passes on in the
+environment variables read here; a worker process started by a test reads the
+same variables, so it shares the test's broker, cache and database.
+"""
+
+import os
+import tempfile
+
+ENV = os.environ.get
+
+SECRET_KEY = ENV("QS_TEST_SECRET_KEY", "queued-storage-tests-not-secret")
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "queued_storage",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+_WORK = ENV("QS_TEST_WORK_DIR") or tempfile.mkdtemp(prefix="qs-tests-")
+MEDIA_ROOT = os.path.join(_WORK, "local")
+MEDIA_URL = "/media/"
+
+if ENV("QS_TEST_DB") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": ENV("QS_TEST_PG_HOST", "127.0.0.1"),
+            "PORT": ENV("QS_TEST_PG_PORT", "5432"),
+            "USER": ENV("QS_TEST_PG_USER", "postgres"),
+            "NAME": ENV("QS_TEST_PG_NAME", "queued_storage"),
+            "TEST": {"NAME": "test_queued_storage"},
+        }
+    }
+else:
+    _DB = os.path.join(_WORK, "db.sqlite3")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _DB,
+            # A file, not memory, so that a worker process sees the test data.
+            "TEST": {"NAME": os.path.join(_WORK, "test-db.sqlite3")},
+            "OPTIONS": {"timeout": 20},
+        }
+    }
+if ENV("QS_TEST_WORKER"):
+    # A worker process uses the database the test run created.
+    DATABASES["default"]["NAME"] = DATABASES["default"]["TEST"]["NAME"]
+
+REDIS_URL = ENV("QS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": f"{REDIS_URL}/1",
+    },
+}
+if ENV("QS_TEST_MEMCACHED"):
+    CACHES["memcached"] = {
+        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "LOCATION": ENV("QS_TEST_MEMCACHED"),
+    }
+
+CELERY_BROKER_URL = f"{REDIS_URL}/0"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(ENV("QS_TEST_VISIBILITY_TIMEOUT", "3600")),
+    "socket_timeout": 2,
+    "socket_connect_timeout": 2,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+AWS_S3_ENDPOINT_URL = ENV("QS_TEST_S3_ENDPOINT", "http://127.0.0.1:5000")
+AWS_ACCESS_KEY_ID = "testing"
+AWS_SECRET_ACCESS_KEY = "testing"  # noqa: S105 - moto accepts anything
+AWS_S3_REGION_NAME = "us-east-1"
+AWS_STORAGE_BUCKET_NAME = ENV("QS_TEST_BUCKET", "queued-storage-tests")
+AWS_QUERYSTRING_AUTH = False
+AWS_S3_FILE_OVERWRITE = False
+
+QUEUED_STORAGE_RETRY_DELAY = 1
+QUEUED_STORAGE_RETRY_BACKOFF_MAX = 2
+QUEUED_STORAGE_RETRIES = 2
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+    "remote_s3": {"BACKEND": "storages.backends.s3.S3Storage"},
+    "queued": {
+        "BACKEND": "queued_storage.backends.QueuedStorage",
+        "OPTIONS": {
+            "local": "django.core.files.storage.FileSystemStorage",
+            "remote": "remote_s3",
+        },
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"queued_storage": {"handlers": ["console"], "level": "INFO"}},
+}
