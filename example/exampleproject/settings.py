@@ -140,6 +140,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 for folder in ("queue", "processed", "control"):
     (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
 
+# Retry a failed transfer soon and give up early, so that a failure shows on
+# the page within seconds (the defaults retry for hours).
+QUEUED_STORAGE_RETRIES = 2
+QUEUED_STORAGE_RETRY_DELAY = 3
+
 # Seconds a transfer waits before it starts, so that the local stage of an
 # upload can be watched on the page. Set to 0 for transfers at full speed.
 EXAMPLE_TRANSFER_DELAY = float(os.environ.get("EXAMPLE_TRANSFER_DELAY", "2"))

@@ -16,6 +16,12 @@
     }
   }
 
+  function showTime(time) {
+    var date = new Date(time.dateTime);
+    setText(time, date.toLocaleTimeString());
+    time.title = date.toLocaleString();
+  }
+
   function newRow() {
     return template.content.querySelector("tr").cloneNode(true);
   }
@@ -44,8 +50,9 @@
     retry.hidden = upload.status !== "failed";
 
     setText(row.querySelector(".served-from"), upload.served_from);
-    setText(row.querySelector("time"), new Date(upload.uploaded).toLocaleString());
-    row.querySelector("time").dateTime = upload.uploaded;
+    var time = row.querySelector("time");
+    time.dateTime = upload.uploaded;
+    showTime(time);
 
     // Signed URLs may differ on each request; load the file again only when
     // it has moved to the other storage.
@@ -140,8 +147,7 @@
 
   tbody.querySelectorAll("tr.upload").forEach(function (row) {
     row.dataset.url = row.querySelector("a.url").getAttribute("href");
-    var time = row.querySelector("time");
-    time.textContent = new Date(time.dateTime).toLocaleString();
+    showTime(row.querySelector("time"));
   });
   poll();
 })();
