@@ -5,15 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-
-class Status(models.TextChoices):
-    """Where a file stands on its way from the local to the remote storage."""
-
-    PENDING = "pending", _("pending")
-    TRANSFERRING = "transferring", _("transferring")
-    TRANSFERRED = "transferred", _("transferred")
-    FAILED = "failed", _("failed")
-    DELETED = "deleted", _("deleted")
+from .status import Status
 
 
 class StoredFile(models.Model):

@@ -16,14 +16,17 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.cache import caches
 from django.db import router, transaction
 from django.utils import timezone
 
 from .conf import settings
-from .models import Status, StoredFile
+from .status import Status
+
+if TYPE_CHECKING:
+    from .models import StoredFile
 
 logger = logging.getLogger("queued_storage")
 
@@ -104,12 +107,18 @@ class StateStore:
         return bool(settings.QUEUED_STORAGE_LEDGER)
 
     @property
+    def model(self) -> type[StoredFile]:
+        from .models import StoredFile
+
+        return StoredFile
+
+    @property
     def db(self) -> str:
         """Return the database alias that holds the ledger."""
-        return router.db_for_write(StoredFile) or "default"
+        return router.db_for_write(self.model) or "default"
 
     def _rows(self) -> Any:
-        return StoredFile.objects.using(self.db).filter(storage=self.reference)
+        return self.model.objects.using(self.db).filter(storage=self.reference)
 
     # Cache access that never raises ---------------------------------------
 
@@ -180,7 +189,7 @@ class StateStore:
         updated at once.
         """
         if self.ledger:
-            row = StoredFile(
+            row = self.model(
                 storage=self.reference,
                 name=name,
                 name_hash=name_hash(name),
@@ -192,7 +201,7 @@ class StateStore:
                 host=host,
                 transferred=None,
             )
-            StoredFile.objects.using(self.db).bulk_create(
+            self.model.objects.using(self.db).bulk_create(
                 [row],
                 update_conflicts=True,
                 unique_fields=["storage", "name_hash"],
