@@ -77,9 +77,6 @@ rm -rf "$var/db.sqlite3" "$var/cache" "$var/broker" "$var/local" "$var/remote" \
 mkdir -p "$logs" "$var/run"
 
 newest_python() {
-    if command -v pyenv >/dev/null 2>&1; then
-        export PYENV_VERSION=3.11.7:3.13.0:3.12.1:3.10.13
-    fi
     local candidate
     for candidate in python3.14 python3.13 python3.12 python3.11 python3.10 python3; do
         if command -v "$candidate" >/dev/null 2>&1 &&
@@ -98,7 +95,8 @@ make_venv() {
         return 0
     fi
     # Debian ships venv's pip bootstrap separately, in python3-venv.
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if grep -q ensurepip "$logs/venv.log" && [ "$(id -u)" = 0 ] &&
+        command -v apt-get >/dev/null 2>&1; then
         say "Installing python3-venv with apt-get"
         local minor
         minor="$("$base" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
@@ -127,6 +125,10 @@ else
     venv="$var/venv"
     py="$venv/bin/python"
     if [ ! -x "$py" ] || ! "$py" -c 'import sys' 2>/dev/null; then
+        if command -v pyenv >/dev/null 2>&1; then
+            # Make pyenv's installed versions visible as python3.1x.
+            export PYENV_VERSION=3.11.7:3.13.0:3.12.1:3.10.13
+        fi
         base="$(newest_python)" || fail "Python 3.10 or newer is needed"
         say "Creating a virtualenv in $venv with $base"
         rm -rf "$venv"
