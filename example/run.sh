@@ -197,15 +197,18 @@ show_logs() {
     done
 }
 
+# The worker and the server run in sessions of their own: Ctrl-C reaches only
+# this script, which stops them in order (a worker that got the SIGINT itself
+# would exit quietly and hide it from `wait`).
 say "Starting a Celery worker (log: $logs/worker.log)"
-"$py" -m celery -A exampleproject worker --pool solo --loglevel INFO \
+setsid "$py" -m celery -A exampleproject worker --pool solo --loglevel INFO \
     --without-mingle --without-gossip --without-heartbeat \
     >"$logs/worker.log" 2>&1 &
 pids+=($!)
 echo $! >"$var/run/worker.pid"
 
 say "Starting the web server at $url (log: $logs/server.log)"
-"$py" manage.py runserver "127.0.0.1:$port" --noreload >"$logs/server.log" 2>&1 &
+setsid "$py" manage.py runserver "127.0.0.1:$port" --noreload >"$logs/server.log" 2>&1 &
 pids+=($!)
 echo $! >"$var/run/server.pid"
 
