@@ -58,6 +58,8 @@ def pytest_configure(config: pytest.Config) -> None:
     import django
 
     django.setup()
+    # As a project's package __init__ does, so that the app is current.
+    import tests.celery_app  # noqa: F401
     config._qs_servers = {  # type: ignore[attr-defined]
         "redis": redis, "memcached": memcached, "s3": s3,
     }  # fmt: skip

@@ -108,6 +108,7 @@ AWS_SECRET_ACCESS_KEY = "testing"  # noqa: S105 - moto accepts anything
 AWS_S3_REGION_NAME = "us-east-1"
 AWS_STORAGE_BUCKET_NAME = ENV("QS_TEST_BUCKET", "queued-storage-tests")
 AWS_QUERYSTRING_AUTH = False
+AWS_DEFAULT_ACL = "public-read"
 AWS_S3_FILE_OVERWRITE = False
 
 QUEUED_STORAGE_RETRY_DELAY = 1
