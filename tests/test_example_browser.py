@@ -12,7 +12,6 @@ import os
 import queue
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import threading
@@ -21,12 +20,13 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.test_example import ROOT, RUN, example_environ, processes_of
+from tests.test_example import ROOT, RUN, example_environ, stop
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -87,9 +87,21 @@ def make_png(red: int, green: int, blue: int, size: int = 48) -> bytes:
     )
 
 
+@dataclass
+class Example:
+    url: str
+    var_dir: Path
+
+    def fetch(self, href: str) -> bytes:
+        """Return the body of *href*, a link as the page shows it."""
+        url = urllib.parse.urljoin(self.url, href)
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310
+            return response.read()  # type: ignore[no-any-return]
+
+
 @pytest.fixture
-def example_url(tmp_path: Path) -> Iterator[str]:
-    """Run the example's worker and server; yield the site's address."""
+def example(tmp_path: Path) -> Iterator[Example]:
+    """Run the example's worker and server, with a fresh var/ folder."""
     var_dir = (tmp_path / "var").resolve()
     process = subprocess.Popen(
         ["bash", str(RUN), "--no-demo"],
@@ -122,30 +134,42 @@ def example_url(tmp_path: Path) -> Iterator[str]:
                 break
             if process.poll() is not None and lines.empty():
                 pytest.fail("the example stopped:\n" + "".join(output))
-        yield found.group(1)
+        yield Example(found.group(1), var_dir)
     finally:
-        # run.sh stops its worker and server on SIGTERM.
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        assert processes_of(var_dir) == [], "run.sh left its worker or server running"
+        leftovers = stop(process, var_dir)
+    assert leftovers == [], "run.sh left its worker or server running"
 
 
-def fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310
-        return response.read()  # type: ignore[no-any-return]
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = chromium_path()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, example: Example) -> Iterator[Any]:
+    page = browser.new_page(viewport={"width": 1180, "height": 720})
+    page.goto(example.url)
+    yield page
+    page.close()
+
+
+def upload(page: Any, paths: list[Path]) -> None:
+    """Send *paths* through the page's upload form."""
+    page.set_input_files("input[type=file]", [str(path) for path in paths])
+    with page.expect_navigation():
+        page.click("form.upload-form button[type=submit]")
 
 
 @pytest.mark.slow
 def test_page_shows_uploads_move_from_local_to_remote(
-    example_url: str, tmp_path: Path
+    example: Example, page: Any, tmp_path: Path
 ) -> None:
-    executable = chromium_path()
-    manager = sync_playwright()
     from playwright.sync_api import expect
 
     files = {
@@ -155,69 +179,87 @@ def test_page_shows_uploads_move_from_local_to_remote(
     }
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
+    expect(page.locator("h1")).to_have_text("Queued storage gallery")
 
-    with manager as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+    upload(page, [tmp_path / name for name in files])
+
+    rows = page.locator("tr.upload")
+    expect(rows).to_have_count(3)
+    row = rows.filter(has_text="harbour.png")
+
+    # Transfers wait a moment before they start, so the first state the page
+    # shows is the local one.
+    expect(row.locator(".served-from")).to_have_text("local")
+    local_href = row.locator("a.url").get_attribute("href")
+    assert local_href is not None and "/media/local/" in local_href
+    assert example.fetch(local_href) == files["harbour.png"]
+
+    expect(row).to_have_attribute(
+        "data-status", "transferred", timeout=TRANSFER_TIMEOUT_MS
+    )
+    expect(row.locator(".badge")).to_have_text("remote")
+    expect(row.locator(".served-from")).to_have_text("remote")
+    href = row.locator("a.url").get_attribute("href")
+    assert href is not None and "/media/remote/" in href
+    assert example.fetch(href) == files["harbour.png"]
+
+    # The thumbnail now comes from the remote copy and has loaded.
+    thumbnail = row.locator(".thumb img")
+    expect(thumbnail).to_have_attribute("src", href)
+    page.wait_for_function(
+        "image => image.complete && image.naturalWidth === 48",
+        arg=thumbnail.element_handle(),
+    )
+
+    if os.environ.get("EXAMPLE_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    for name in files:
+        expect(rows.filter(has_text=name)).to_have_attribute(
+            "data-status", "transferred", timeout=TRANSFER_TIMEOUT_MS
         )
-        try:
-            page = browser.new_page(viewport={"width": 1180, "height": 720})
-            page.goto(example_url)
-            expect(page.locator("h1")).to_have_text("Queued storage gallery")
+    text_row = rows.filter(has_text="notes.txt")
+    expect(text_row.locator(".thumb .ext")).to_have_text("TXT")
+    text_href = text_row.locator("a.url").get_attribute("href")
+    assert text_href is not None
+    assert example.fetch(text_href) == files["notes.txt"]
 
-            page.set_input_files(
-                "input[type=file]", [str(tmp_path / name) for name in files]
-            )
-            with page.expect_navigation():
-                page.click("form.upload-form button[type=submit]")
 
-            rows = page.locator("tr.upload")
-            expect(rows).to_have_count(3)
-            row = rows.filter(has_text="harbour.png")
+@pytest.mark.slow
+def test_failed_transfer_shows_its_error_and_retry_moves_the_file(
+    example: Example, page: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
 
-            # Transfers wait a moment before they start, so the first state the
-            # page shows is the local one.
-            expect(row.locator(".served-from")).to_have_text("local")
-            local_href = row.locator("a.url").get_attribute("href")
-            assert local_href is not None and "/media/local/" in local_href
-            assert (
-                fetch(urllib.parse.urljoin(example_url, local_href))
-                == (files["harbour.png"])
-            )
+    content = b"This one cannot reach the remote storage at first.\n"
+    path = tmp_path / "blocked.txt"
+    path.write_bytes(content)
+    # A file where the remote storage needs its uploads/ folder makes every
+    # attempt fail; the example gives up after two quick retries.
+    blocker = example.var_dir / "remote" / "uploads"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
 
-            expect(row).to_have_attribute(
-                "data-status", "transferred", timeout=TRANSFER_TIMEOUT_MS
-            )
-            expect(row.locator(".badge")).to_have_text("remote")
-            expect(row.locator(".served-from")).to_have_text("remote")
-            href = row.locator("a.url").get_attribute("href")
-            assert href is not None and "/media/remote/" in href
-            remote_copy = fetch(urllib.parse.urljoin(example_url, href))
-            assert remote_copy == files["harbour.png"]
+    upload(page, [path])
+    row = page.locator("tr.upload").filter(has_text="blocked.txt")
+    expect(row).to_have_attribute("data-status", "failed", timeout=TRANSFER_TIMEOUT_MS)
+    expect(row.locator(".badge")).to_have_text("failed")
+    expect(row.locator(".error")).to_be_visible()
+    expect(row.locator(".error")).to_have_text(re.compile(r"\S"))
+    expect(row.locator(".served-from")).to_have_text("local")
+    local_href = row.locator("a.url").get_attribute("href")
+    assert local_href is not None
+    assert example.fetch(local_href) == content
 
-            # The thumbnail now comes from the remote copy and has loaded.
-            thumbnail = row.locator(".thumb img")
-            expect(thumbnail).to_have_attribute("src", href)
-            page.wait_for_function(
-                "image => image.complete && image.naturalWidth === 48",
-                arg=thumbnail.element_handle(),
-            )
+    blocker.unlink()
+    row.locator("form.retry button").click()
 
-            if os.environ.get("EXAMPLE_SCREENSHOT") == "1":
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
-
-            for name in files:
-                expect(rows.filter(has_text=name)).to_have_attribute(
-                    "data-status", "transferred", timeout=TRANSFER_TIMEOUT_MS
-                )
-            text_row = rows.filter(has_text="notes.txt")
-            expect(text_row.locator(".thumb .ext")).to_have_text("TXT")
-            text_href = text_row.locator("a.url").get_attribute("href")
-            assert text_href is not None
-            assert (
-                fetch(urllib.parse.urljoin(example_url, text_href))
-                == (files["notes.txt"])
-            )
-        finally:
-            browser.close()
+    expect(row).to_have_attribute(
+        "data-status", "transferred", timeout=TRANSFER_TIMEOUT_MS
+    )
+    expect(row.locator("form.retry")).to_be_hidden()
+    expect(row.locator(".error")).to_be_hidden()
+    href = row.locator("a.url").get_attribute("href")
+    assert href is not None and "/media/remote/" in href
+    assert example.fetch(href) == content

@@ -39,6 +39,8 @@ def describe_one(upload: Upload, state: Any) -> dict[str, Any]:
     name = upload.file.name
     status = str(state.status) if state is not None else "missing"
     label, help_text = LABELS.get(status, (status, "The file cannot be found."))
+    if status == "pending" and state.error:
+        help_text = "Still on the local storage; the worker will try again."
     url = served_from = ""
     if state is not None and not state.is_deleted:
         # Decide from the state read above, as storage.url() does, so that the
