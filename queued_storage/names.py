@@ -38,7 +38,8 @@ def validate_name(name: object, *, max_bytes: int = MAX_NAME_BYTES) -> str:
         raise _refuse(name, "it is empty")
     if "\\" in name:
         raise _refuse(name, "backslashes are not allowed, use '/'")
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+    drive = len(name) > 1 and name[1] == ":" and name[0].isascii() and name[0].isalpha()
+    if name.startswith("/") or drive:
         raise _refuse(name, "absolute paths are not allowed")
     for char in name:
         if unicodedata.category(char) in ("Cc", "Cs"):
