@@ -33,6 +33,7 @@ tests need; ``close()`` (also called on leaving a ``with`` block) stops the
 server and removes its directory.
 """
 
+from .azure import AzuriteServer
 from .base import (
     AWS_ACCESS_KEY_ID,
     AWS_REGION,
@@ -43,19 +44,26 @@ from .base import (
 )
 from .cache_servers import MemcachedServer, RedisServer
 from .celery_worker import CeleryWorkerProcess
+from .ftp import FTPServer
+from .gcs import GCSServer
 from .postgres import PostgresServer
 from .s3 import S3Server
+from .sftp import SFTPServer
 
 __all__ = [
     "AWS_ACCESS_KEY_ID",
     "AWS_REGION",
     "AWS_SECRET_ACCESS_KEY",
     "HOST",
+    "AzuriteServer",
     "CeleryWorkerProcess",
+    "FTPServer",
+    "GCSServer",
     "MemcachedServer",
     "PostgresServer",
     "RedisServer",
     "S3Server",
+    "SFTPServer",
     "ServiceError",
     "free_port",
 ]
