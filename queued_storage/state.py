@@ -199,7 +199,7 @@ class StateStore:
                 attempts=state.attempts,
                 last_error=state.error,
                 host=host,
-                transferred=None,
+                transferred=timezone.now() if state.is_remote else None,
             )
             self.model.objects.using(self.db).bulk_create(
                 [row],

@@ -13,7 +13,7 @@ import logging
 import random
 from typing import Any
 
-from celery import Task, current_app
+from celery import Task, current_app, shared_task
 from celery._state import _get_active_apps, connect_on_app_finalize
 from celery.exceptions import Reject
 from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
@@ -221,3 +221,16 @@ class TransferAndDelete(Transfer):
 
 
 _register(Transfer)
+
+
+@shared_task(name="queued_storage.tasks.reconcile", ignore_result=True)
+def reconcile(older_than: float = 600.0) -> int:
+    """Queue again the transfers pending for longer than *older_than* seconds.
+
+    Schedule it with Celery beat to recover messages lost to a broker outage.
+    """
+    from datetime import timedelta
+
+    from .operations import reconcile as run
+
+    return len(run(timedelta(seconds=float(older_than))))

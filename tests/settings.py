@@ -130,6 +130,16 @@ STORAGES = {
     },
 }
 
+if ENV("QS_TEST_IMPORT_DIR"):
+    # A storage for the import command run in a subprocess on a terminal.
+    STORAGES["s3-import-tty"] = {
+        "BACKEND": "queued_storage.backends.QueuedS3Storage",
+        "OPTIONS": {
+            "local_options": {"location": ENV("QS_TEST_IMPORT_DIR")},
+            "remote_options": {"location": "import-tty"},
+        },
+    }
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

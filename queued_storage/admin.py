@@ -1,0 +1,66 @@
+"""The ledger in Django's admin: see every file's state, retry, verify."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.text import Truncator
+from django.utils.timesince import timesince
+from django.utils.translation import gettext_lazy as _
+
+from . import operations, registry
+from .models import StoredFile
+from .status import Status
+
+
+@admin.register(StoredFile)
+class StoredFileAdmin(admin.ModelAdmin):
+    list_display = (
+        "name", "storage", "status", "age", "host", "attempts", "short_error",
+    )  # fmt: skip
+    list_filter = ("status", "storage")
+    search_fields = ("name",)
+    ordering = ("-updated",)
+    actions = ("retry_transfers", "verify_copies")
+    list_per_page = 100
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # The ledger is written by the storage and the workers only.
+        return [field.name for field in StoredFile._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("age"), ordering="created")
+    def age(self, obj: StoredFile) -> str:
+        return timesince(obj.created, timezone.now())
+
+    @admin.display(description=_("last error"))
+    def short_error(self, obj: StoredFile) -> str:
+        return Truncator(obj.last_error).chars(80)
+
+    @admin.action(description=_("Queue the transfer of the selected files again"))
+    def retry_transfers(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
+        queued = 0
+        for row in queryset.exclude(status__in=[Status.TRANSFERRED, Status.DELETED]):
+            registry.resolve(row.storage).transfer(row.name)
+            queued += 1
+        self.message_user(request, _("Queued %d transfers again.") % queued)
+
+    @admin.action(description=_("Verify the remote copies of the selected files"))
+    def verify_copies(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
+        problems = []
+        for reference in queryset.values_list("storage", flat=True).distinct():
+            names = list(queryset.filter(storage=reference).values_list("name", flat=True))
+            problems += operations.verify(registry.resolve(reference), names)
+        for problem in problems:
+            self.message_user(request, f"{problem.name}: {problem.problem}", messages.ERROR)
+        if not problems:
+            self.message_user(request, _("All transferred copies match."))

@@ -1,0 +1,150 @@
+"""``manage.py queued_storage``: see and repair the state of every file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ... import operations, registry
+from ...exceptions import UnknownStorage
+
+
+class Command(BaseCommand):
+    help = "Show and repair the transfers of queued storages."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        commands = parser.add_subparsers(dest="action", required=True)
+
+        def add(name: str, help: str) -> Any:
+            sub = commands.add_parser(name, help=help)
+            sub.add_argument("--storage", help="Only this storage (its reference).")
+            sub.add_argument("--json", action="store_true", help="Print JSON.")
+            return sub
+
+        add("status", "Count files per state; age of the oldest pending one.")
+        add("storages", "List the queued storages this project configures.")
+        retry = add("retry", "Queue failed transfers again.")
+        retry.add_argument("names", nargs="*", help="Only these file names.")
+        reconcile = add("reconcile", "Queue again transfers pending for too long.")
+        reconcile.add_argument(
+            "--older-than", type=float, default=600.0, metavar="SECONDS",
+            help="Pending for longer than this (default: 600).",
+        )  # fmt: skip
+        reconcile.add_argument(
+            "--untracked", action="store_true",
+            help="Also list local files the ledger has no row for.",
+        )  # fmt: skip
+        verify = add("verify", "Compare remote copies of transferred files.")
+        verify.add_argument("names", nargs="*", help="Only these file names.")
+        bulk = add("import", "Move the local files that are not remote yet.")
+        bulk.add_argument("--dry-run", action="store_true")
+        bulk.add_argument("--rate", type=float, help="At most this many files a second.")
+        bulk.add_argument("--limit", type=int, help="At most this many files this run.")
+        bulk.add_argument(
+            "--no-progress", action="store_true", help="No progress bar."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"]
+        try:
+            if options["storage"]:
+                registry.resolve(options["storage"])
+            result = getattr(self, f"do_{action}")(options)
+        except UnknownStorage as exc:
+            raise CommandError(str(exc)) from None
+        if options["json"]:
+            self.stdout.write(json.dumps(result, indent=2, sort_keys=True))
+
+    def storages(self, options: dict[str, Any]) -> list[Any]:
+        if options["storage"]:
+            return [registry.resolve(options["storage"])]
+        return list(operations.known_storages().values())
+
+    def say(self, options: dict[str, Any], text: str) -> None:
+        if not options["json"]:
+            self.stdout.write(text)
+
+    def do_status(self, options: dict[str, Any]) -> dict[str, Any]:
+        result = operations.status_counts(options["storage"])
+        for status, count in result["counts"].items():
+            self.say(options, f"{status:>13}: {count}")
+        age = result["oldest_pending_seconds"]
+        self.say(options, "oldest pending: " + ("-" if age is None else f"{age:.0f} s"))
+        return result
+
+    def do_storages(self, options: dict[str, Any]) -> dict[str, Any]:
+        result = {}
+        for reference, storage in operations.known_storages().items():
+            result[reference] = type(storage).__name__
+            self.say(options, f"{reference}: {type(storage).__name__}")
+        return result
+
+    def do_retry(self, options: dict[str, Any]) -> dict[str, Any]:
+        names = operations.retry_failed(options["storage"], options["names"] or None)
+        self.say(options, f"Queued {len(names)} failed transfers again.")
+        return {"queued": names}
+
+    def do_reconcile(self, options: dict[str, Any]) -> dict[str, Any]:
+        older = timedelta(seconds=options["older_than"])
+        names = operations.reconcile(older, options["storage"])
+        self.say(options, f"Queued {len(names)} stale transfers again.")
+        result: dict[str, Any] = {"queued": names}
+        if options["untracked"]:
+            found = {
+                storage.reference: operations.untracked(storage)
+                for storage in self.storages(options)
+            }
+            for reference, names in found.items():
+                for name in names:
+                    self.say(options, f"untracked in {reference}: {name}")
+            result["untracked"] = found
+        return result
+
+    def do_verify(self, options: dict[str, Any]) -> dict[str, Any]:
+        found = {}
+        for storage in self.storages(options):
+            problems = operations.verify(storage, options["names"] or None)
+            found[storage.reference] = {p.name: p.problem for p in problems}
+            for problem in problems:
+                self.say(options, f"{storage.reference}: {problem.name}: {problem.problem}")
+        total = sum(len(p) for p in found.values())
+        self.say(options, f"{total} mismatches.")
+        if total and not options["json"]:
+            raise CommandError(f"{total} transferred files do not match.")
+        return {"mismatches": found}
+
+    def do_import(self, options: dict[str, Any]) -> dict[str, Any]:
+        storages = self.storages(options)
+        if len(storages) != 1:
+            raise CommandError(
+                "Name the storage to import with --storage; known: "
+                + ", ".join(sorted(operations.known_storages()))
+            )
+        show = not options["no_progress"] and sys.stderr.isatty()
+        report = operations.bulk_import(
+            storages[0],
+            dry_run=options["dry_run"],
+            rate=options["rate"],
+            limit=options["limit"],
+            progress=self.progress_bar if show else None,
+        )
+        if show:
+            sys.stderr.write("\n")
+        verb = "Would move" if options["dry_run"] else "Moved"
+        self.say(options, f"{verb} {len(report.done)} files; "
+                 f"{len(report.skipped)} already remote; {len(report.failed)} failed.")  # fmt: skip
+        for name, error in report.failed.items():
+            self.say(options, f"failed: {name}: {error}")
+        return {"done": report.done, "skipped": len(report.skipped), "failed": report.failed}
+
+    @staticmethod
+    def progress_bar(index: int, total: int, name: str) -> None:
+        width = 30
+        filled = width * index // max(total, 1)
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stderr.write(f"\r[{bar}] {index}/{total} {name[-40:]:<40}")
+        sys.stderr.flush()
