@@ -6,29 +6,12 @@ Start a worker from the ``example/`` folder with::
 """
 
 import os
-import time
-from typing import Any
 
 from celery import Celery
-from celery.signals import task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exampleproject.settings")
 
 app = Celery("exampleproject")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-# Finds queued_storage.tasks (Transfer, TransferAndDelete) in INSTALLED_APPS.
+# Finds queued_storage.tasks (Transfer, TransferAndDelete) and gallery.tasks.
 app.autodiscover_tasks()
-
-
-@task_prerun.connect
-def hold_transfer(sender: Any = None, **kwargs: Any) -> None:
-    """Wait ``EXAMPLE_TRANSFER_DELAY`` seconds before each transfer starts.
-
-    A transfer between two folders on one disk takes milliseconds; the pause
-    keeps each upload on the local storage long enough to be seen on the page.
-    """
-    from django.conf import settings
-
-    name = getattr(sender, "name", "") or ""
-    if name.startswith("queued_storage.tasks."):
-        time.sleep(settings.EXAMPLE_TRANSFER_DELAY)

@@ -117,7 +117,11 @@ STORAGES = {
     # What the gallery's model field uses: local first, remote afterwards.
     "queued": {
         "BACKEND": "queued_storage.backends.QueuedStorage",
-        "OPTIONS": {"local": "local", "remote": "remote"},
+        "OPTIONS": {
+            "local": "local",
+            "remote": "remote",
+            "task": "gallery.tasks.SlowTransfer",
+        },
     },
 }
 
@@ -145,8 +149,8 @@ for folder in ("queue", "processed", "control"):
 QUEUED_STORAGE_RETRIES = 2
 QUEUED_STORAGE_RETRY_DELAY = 3
 
-# Seconds a transfer waits before it starts, so that the local stage of an
-# upload can be watched on the page. Set to 0 for transfers at full speed.
+# Seconds gallery.tasks.SlowTransfer waits before it copies a file, so that
+# each stage of an upload can be watched on the page. 0 copies at full speed.
 EXAMPLE_TRANSFER_DELAY = float(os.environ.get("EXAMPLE_TRANSFER_DELAY", "2"))
 
 LOGGING = {

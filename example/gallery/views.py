@@ -72,11 +72,14 @@ def latest_uploads() -> list[dict[str, Any]]:
 
 def storage_names() -> tuple[str, str]:
     """Return short descriptions of the local and the remote storage."""
-    local = str(settings.LOCAL_MEDIA_ROOT)
+    local = f"a folder served at {settings.MEDIA_URL}local/"
     if settings.S3_BUCKET:
-        remote = f"s3://{settings.S3_BUCKET}/"
+        remote = f"the S3 bucket {settings.S3_BUCKET}"
     else:
-        remote = str(settings.REMOTE_MEDIA_ROOT)
+        remote = (
+            f"a second folder served at {settings.MEDIA_URL}remote/, "
+            "standing in for a cloud bucket"
+        )
     return local, remote
 
 

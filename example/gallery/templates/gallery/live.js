@@ -10,6 +10,13 @@
   var summary = document.getElementById("summary");
   var emptyRow = tbody.querySelector("tr.empty");
 
+  var LABEL_ORDER = ["local", "transferring", "remote", "failed", "deleted"];
+
+  function order(label) {
+    var index = LABEL_ORDER.indexOf(label);
+    return index < 0 ? LABEL_ORDER.length : index;
+  }
+
   function setText(element, text) {
     if (element.textContent !== text) {
       element.textContent = text;
@@ -101,7 +108,9 @@
       }
     });
     emptyRow.hidden = uploads.length > 0;
-    setText(summary, Object.keys(counts).sort().map(function (label) {
+    setText(summary, Object.keys(counts).sort(function (a, b) {
+      return order(a) - order(b);
+    }).map(function (label) {
       return counts[label] + " " + label;
     }).join(" \u00b7 "));
   }
