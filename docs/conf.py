@@ -63,10 +63,12 @@ EXAMPLE_SCREENSHOT = DOCS / "_static" / "example-page.png"
 SCREENSHOT_MARKER = ".. example-page-screenshot"
 SCREENSHOT_DIRECTIVE = """\
 .. figure:: _static/example-page.png
-   :alt: The example's gallery page: a table of uploads, each with its
-         status and the storage it is served from.
+   :alt: The example's gallery page: an upload form and a table of three
+         uploads, marked local, transferring and remote, each with the URL it
+         is served from.
 
-   The example's page while a file waits on the local storage.
+   The example's page: one file waits on the local storage, one is being
+   copied, one is served from the remote.
 """
 
 
