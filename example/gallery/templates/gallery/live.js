@@ -35,7 +35,7 @@
 
   function fill(row, upload) {
     var changedPlace = row.dataset.servedFrom !== upload.served_from ||
-      row.dataset.url !== upload.url;
+      row.dataset.url === undefined;
     row.dataset.id = upload.id;
     row.dataset.status = upload.status;
     row.className = row.className.replace(/\bstatus-\S*/g, "").trim() +
