@@ -96,6 +96,11 @@ class QueuedStorage(QueuedStorageBase):
         return name
 
     def _queued(self, name: str, version: str) -> None:
+        logger.info(
+            "Saved %r locally; %s.", name,
+            "its transfer waits for transfer()" if self.delayed else "queuing its transfer",
+            extra={"file_name": name, "storage": self.reference, "status": "pending"},
+        )  # fmt: skip
         if not self.delayed:
             self.enqueue(name, version)
         file_queued.send(type(self), name=name, storage=self, version=version)
@@ -205,6 +210,10 @@ class QueuedStorage(QueuedStorageBase):
         """
         self.validate_name(name)
         self.state.forget(name)
+        logger.info(
+            "Deleting %r from both storages.", name,
+            extra={"file_name": name, "storage": self.reference, "status": "deleted"},
+        )  # fmt: skip
         errors = []
         for storage in (self.local, self.remote):
             try:

@@ -114,3 +114,98 @@ def check_storages(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         except ImproperlyConfigured as exc:
             errors.append(Error(f"{label}: {exc}", id="queued_storage.E003"))
     return errors
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    errors: list[Any] = []
+    retries = settings.QUEUED_STORAGE_RETRIES
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        errors.append(
+            Error(
+                f"QUEUED_STORAGE_RETRIES must be a whole number of 0 or more, "
+                f"not {retries!r}; a transfer must not retry forever.",
+                id="queued_storage.E004",
+            )
+        )
+    for name in ("RETRY_DELAY", "RETRY_BACKOFF_MAX", "MESSAGE_MAX_AGE"):
+        value = getattr(settings, f"QUEUED_STORAGE_{name}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            errors.append(
+                Error(
+                    f"QUEUED_STORAGE_{name} must be a positive number of seconds, "
+                    f"not {value!r}.",
+                    id="queued_storage.E005",
+                )
+            )
+    if settings.QUEUED_STORAGE_NAME_CHECK not in ("remote", "state"):
+        errors.append(
+            Error(
+                "QUEUED_STORAGE_NAME_CHECK must be 'remote' or 'state', not "
+                f"{settings.QUEUED_STORAGE_NAME_CHECK!r}.",
+                id="queued_storage.E006",
+            )
+        )
+    return errors
+
+
+@register()
+def check_celery(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    from celery import current_app
+
+    accepted = {str(kind).lower() for kind in current_app.conf.accept_content or ()}
+    if accepted & {"pickle", "application/x-python-serialize"}:
+        return [
+            Warning(
+                "The Celery app accepts pickled messages, so anyone who can "
+                "write to the broker can run code in the workers.",
+                hint="Set CELERY_ACCEPT_CONTENT = ['json'] (accept_content) and "
+                "a JSON task serializer.",
+                id="queued_storage.W003",
+            )
+        ]
+    return []
+
+
+LOCAL_BROKERS = ("memory", "filesystem", "sqla+sqlite")
+
+
+def _broker_is_local(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme in LOCAL_BROKERS:
+        return True
+    return (parts.hostname or "localhost") in ("localhost", "127.0.0.1", "::1")
+
+
+@register()
+def check_local_reachable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    from celery import current_app
+    from django.core.files.storage import FileSystemStorage
+
+    if settings.QUEUED_STORAGE_PER_HOST_QUEUE or settings.QUEUED_STORAGE_SHARED_LOCAL:
+        return []
+    broker = current_app.conf.broker_url or ""
+    if _broker_is_local(broker):
+        return []
+    warnings = []
+    for storage in queued_storages():
+        try:
+            local = storage.local
+        except Exception:  # Reported by check_storages.
+            continue
+        if isinstance(local, FileSystemStorage):
+            warnings.append(
+                Warning(
+                    f"{type(storage).__name__} {storage.reference!r} keeps files "
+                    "on this host's disk until they are transferred, and workers "
+                    "on other hosts (the broker is not local) cannot read them.",
+                    hint="Put the local storage on a volume every worker mounts "
+                    "and set QUEUED_STORAGE_SHARED_LOCAL = True, or set "
+                    "QUEUED_STORAGE_PER_HOST_QUEUE = True and run a worker per "
+                    "host on its queue.",
+                    id="queued_storage.W004",
+                )
+            )
+    return warnings

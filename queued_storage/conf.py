@@ -34,6 +34,8 @@ class QueuedStorageConf(AppConf):
     QUEUE = None
     #: Send each transfer to a queue named after the host that wrote the file.
     PER_HOST_QUEUE = False
+    #: Declare that every worker sees the local storage (a shared volume).
+    SHARED_LOCAL = False
     #: How ``get_available_name`` decides that a name is free on the remote:
     #: ``"remote"`` asks the remote storage, ``"state"`` trusts the recorded
     #: states and lets the transfer catch the rare collision.

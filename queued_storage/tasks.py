@@ -132,7 +132,8 @@ class Transfer(Task):
         limit = self.max_retries + 1 + settings.QUEUED_STORAGE_MAX_DELIVERIES
         if attempts > limit:
             return self.fail(queued, name, moving, f"gave up after {limit} attempts")
-        logger.info("Transferring %r (attempt %d).", name, attempts, extra=extra)
+        logger.info("Transferring %r (attempt %d).", name, attempts,
+                    extra={**extra, "status": Status.TRANSFERRING})  # fmt: skip
         try:
             done = self.transfer(
                 name, queued.local, queued.remote, replace=queued.overwrites
@@ -154,7 +155,7 @@ class Transfer(Task):
                 queued.remote.delete(name)
             logger.info("Discarded %r: changed while in flight.", name, extra=extra)
             return False
-        logger.info("Transferred %r.", name, extra=extra)
+        logger.info("Transferred %r.", name, extra={**extra, "status": Status.TRANSFERRED})
         self.after_transfer(queued, name)
         file_transferred.send(
             type(self), name=name, local=queued.local, remote=queued.remote
@@ -182,7 +183,7 @@ class Transfer(Task):
         logger.warning(
             "Transfer of %r failed, retrying: %s", name, reason,
             extra={"file_name": name, "storage": queued.reference,
-                   "attempt": state.attempts},
+                   "attempt": state.attempts, "status": Status.PENDING},
         )  # fmt: skip
         kwargs = message.sign(self.name, queued.reference, name, state.version)
         raise self.retry(kwargs=kwargs, countdown=self.backoff(retries))
@@ -197,7 +198,7 @@ class Transfer(Task):
         logger.error(
             "Transfer of %r failed for good: %s", name, reason,
             extra={"file_name": name, "storage": queued.reference,
-                   "attempt": state.attempts},
+                   "attempt": state.attempts, "status": Status.FAILED},
         )  # fmt: skip
         transfer_failed.send(
             type(self), name=name, storage=queued, error=reason,

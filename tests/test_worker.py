@@ -170,3 +170,18 @@ def test_storages_are_reused_across_tasks(celery_worker, unique):
         wait_for(lambda doc=doc: storage.using_remote(doc.file.name))
     assert storage.remote is remote_before
     assert all(doc.file.storage is storage for doc in docs)
+
+
+def test_log_records_name_storage_attempt_and_status(celery_worker, caplog, unique):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="queued_storage"):
+        doc = Document.objects.create(file=ContentFile(b"x", name=f"{unique}.txt"))
+        name = doc.file.name
+        wait_for(lambda: doc.file.storage.using_remote(name))
+        doc.file.delete()
+    records = [r for r in caplog.records if r.name == "queued_storage"]
+    statuses = [r.status for r in records if getattr(r, "file_name", None) == name]
+    assert statuses == ["pending", "transferring", "transferred", "deleted"]
+    assert all(r.storage == "s3" for r in records if hasattr(r, "file_name"))
+    assert [r.attempt for r in records if r.getMessage().startswith("Transferr")] == [1, 1]
