@@ -22,7 +22,8 @@ ACCOUNT_KEY = (
 )
 #: The npm package installed when no Azurite is found.
 AZURITE_PACKAGE = "azurite@3"
-INSTALL_TIMEOUT = 600.0
+# Below pytest-timeout's 300 s, so that this error, not a timeout, is reported.
+INSTALL_TIMEOUT = 240.0
 _MAIN = Path("node_modules", "azurite", "dist", "src", "blob", "main.js")
 
 
