@@ -145,8 +145,8 @@ def test_tasks_are_registered_under_their_names(celery_app):
     # A subclass is registered under its dotted path once its module is imported.
     from queued_storage.tasks import get_task
 
-    task = get_task("tests.testapp.tasks.NeverWorks")
-    assert celery_app.tasks["tests.testapp.tasks.NeverWorks"] is task
+    task = get_task("tests.testapp.tasks.BrokenUntilFixed")
+    assert celery_app.tasks["tests.testapp.tasks.BrokenUntilFixed"] is task
 
 
 def test_unregistered_task_path_is_refused():
@@ -156,3 +156,17 @@ def test_unregistered_task_path_is_refused():
         get_task("tests.testapp.models.Document")
     with pytest.raises(ImproperlyConfigured, match="cannot be imported"):
         get_task("tests.testapp.nothing.Here")
+
+
+def test_every_public_storage_method_is_proxied():
+    import inspect
+
+    from django.core.files.storage import Storage
+
+    public = [
+        name for name, value in inspect.getmembers(Storage, inspect.isfunction)
+        if not name.startswith("_")
+    ]  # fmt: skip
+    assert "is_name_available" in public and "get_modified_time" in public
+    not_proxied = [name for name in public if getattr(QueuedStorage, name) is getattr(Storage, name)]
+    assert not_proxied == []

@@ -20,6 +20,7 @@ from queued_storage.backends import QueuedS3Storage
 from queued_storage.models import StoredFile
 from queued_storage.state import Status
 from tests.conftest import wait_for
+from tests.testapp.tasks import BrokenUntilFixed
 from tests.testapp.models import Deferred, Document, Flaky
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,13 +82,13 @@ def test_retry_queues_failed_files_again(celery_worker, unique):
     item = Flaky.objects.create(file=ContentFile(b"x", name=f"{unique}.txt"))
     name, storage = item.file.name, item.file.storage
     wait_for(lambda: storage.get_state(name).status == Status.FAILED, timeout=60)
-    storage.task = "queued_storage.tasks.Transfer"
+    BrokenUntilFixed.fixed = True
     try:
         result = json.loads(run("retry", "--json", "--storage", "s3-flaky"))
         assert result["queued"] == [name]
         wait_for(lambda: storage.using_remote(name))
     finally:
-        storage.task = "tests.testapp.tasks.NeverWorks"
+        BrokenUntilFixed.fixed = False
 
 
 def test_verify_reports_a_changed_remote_copy(celery_worker, s3_client, unique):
@@ -170,7 +171,7 @@ def test_admin_lists_filters_and_acts(client, django_user_model, celery_worker, 
     assert detail.status_code == 200
     assert b'name="status"' not in detail.content  # Read-only.
     assert client.get("/admin/queued_storage/storedfile/add/").status_code == 403
-    storage.task = "queued_storage.tasks.Transfer"
+    BrokenUntilFixed.fixed = True
     try:
         response = client.post(
             "/admin/queued_storage/storedfile/",
@@ -180,7 +181,7 @@ def test_admin_lists_filters_and_acts(client, django_user_model, celery_worker, 
         assert "Queued 1 transfers again." in response.content.decode()
         wait_for(lambda: storage.using_remote(name))
     finally:
-        storage.task = "tests.testapp.tasks.NeverWorks"
+        BrokenUntilFixed.fixed = False
     response = client.post(
         "/admin/queued_storage/storedfile/",
         {"action": "verify_copies", "_selected_action": [row.pk]},

@@ -9,6 +9,7 @@ from queued_storage.backends import QueuedS3Storage
 from queued_storage.signals import file_transferred, local_deleted, transfer_failed
 from queued_storage.state import Status
 from tests.conftest import wait_for
+from tests.testapp.tasks import BrokenUntilFixed
 from tests.testapp.models import Deferred, Document, Flaky, Scratch
 
 BUCKET = "queued-storage-tests"
@@ -135,13 +136,13 @@ def test_failed_transfer_can_be_retried(celery_worker, unique):
     name, storage = item.file.name, item.file.storage
     wait_for(lambda: storage.get_state(name).status == Status.FAILED, timeout=60)
     failed_version = storage.get_state(name).version
-    # Point the storage at the plain task, as an operator would after a fix.
-    storage.task = "queued_storage.tasks.Transfer"
+    # As an operator would, once the cause is fixed.
+    BrokenUntilFixed.fixed = True
     try:
         assert item.file.transfer() is not None
         wait_for(lambda: storage.using_remote(name))
     finally:
-        storage.task = "tests.testapp.tasks.NeverWorks"
+        BrokenUntilFixed.fixed = False
     assert storage.get_state(name).version != failed_version
 
 

@@ -14,7 +14,7 @@ s3_delete_storage = QueuedS3Storage(
 )
 s3_delayed_storage = QueuedS3Storage(delayed=True, reference="s3-delayed")
 flaky_storage = QueuedS3Storage(
-    task="tests.testapp.tasks.NeverWorks", reference="s3-flaky"
+    task="tests.testapp.tasks.BrokenUntilFixed", reference="s3-flaky"
 )
 fs_storage = QueuedStorage(
     local=FS,

@@ -3,8 +3,12 @@
 from queued_storage.tasks import Transfer
 
 
-class NeverWorks(Transfer):
-    """A transfer that always asks to be retried."""
+class BrokenUntilFixed(Transfer):
+    """A transfer that asks to be retried until a test declares it fixed."""
+
+    fixed = False
 
     def transfer(self, name, local, remote, **kwargs):
+        if type(self).fixed:
+            return super().transfer(name, local, remote, **kwargs)
         return False

@@ -33,7 +33,7 @@ class Migration(migrations.Migration):
             name='Flaky',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('file', queued_storage.fields.QueuedFileField(storage=queued_storage.backends.QueuedS3Storage(reference='s3-flaky', task='tests.testapp.tasks.NeverWorks'), upload_to='flaky')),
+                ('file', queued_storage.fields.QueuedFileField(storage=queued_storage.backends.QueuedS3Storage(reference='s3-flaky', task='tests.testapp.tasks.BrokenUntilFixed'), upload_to='flaky')),
             ],
         ),
         migrations.CreateModel(
