@@ -39,7 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOT = ROOT / "docs" / "_static" / "example-page.png"
-START_TIMEOUT = 300
+START_TIMEOUT = 120
 TRANSFER_TIMEOUT_MS = 60_000
 
 
@@ -119,7 +119,8 @@ def example(tmp_path: Path) -> Iterator[Example]:
         for line in process.stdout:
             lines.put(line)
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     output: list[str] = []
     try:
         deadline = time.monotonic() + START_TIMEOUT
@@ -137,6 +138,9 @@ def example(tmp_path: Path) -> Iterator[Example]:
         yield Example(found.group(1), var_dir)
     finally:
         leftovers = stop(process, var_dir)
+        reader.join(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
     assert leftovers == [], "run.sh left its worker or server running"
 
 
@@ -168,7 +172,7 @@ def upload(page: Any, paths: list[Path]) -> None:
 
 @pytest.mark.slow
 def test_page_shows_uploads_move_from_local_to_remote(
-    example: Example, page: Any, tmp_path: Path
+    page: Any, example: Example, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -228,7 +232,7 @@ def test_page_shows_uploads_move_from_local_to_remote(
 
 @pytest.mark.slow
 def test_failed_transfer_shows_its_error_and_retry_moves_the_file(
-    example: Example, page: Any, tmp_path: Path
+    page: Any, example: Example, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 

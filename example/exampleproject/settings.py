@@ -127,7 +127,8 @@ STORAGES = {
 
 # Celery, read by exampleproject/celery.py.
 BROKER_DIR = VAR_DIR / "broker"
-CELERY_BROKER_URL = "filesystem://"
+# Naming a host keeps kombu from warning that none was given.
+CELERY_BROKER_URL = "filesystem://localhost//"
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "data_folder_in": str(BROKER_DIR / "queue"),
     "data_folder_out": str(BROKER_DIR / "queue"),
