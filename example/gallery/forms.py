@@ -15,10 +15,10 @@ class MultipleFileField(forms.FileField):
         super().__init__(*args, **kwargs)
 
     def clean(self, data: Any, initial: Any = None) -> list[Any]:
-        single_clean = super().clean
-        if isinstance(data, (list, tuple)):
-            return [single_clean(item, initial) for item in data]
-        return [single_clean(data, initial)]
+        items = list(data) if isinstance(data, (list, tuple)) else [data]
+        # No file at all is one missing file, which a required field refuses.
+        clean_one = super().clean
+        return [clean_one(item, initial) for item in items or [None]]
 
 
 class UploadForm(forms.Form):
