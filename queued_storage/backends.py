@@ -55,10 +55,19 @@ class QueuedStorage(QueuedStorageBase):
             return False
         if self.overwrites:
             return True
-        if settings.QUEUED_STORAGE_NAME_CHECK == "state":
-            state = self.state.get(name)
-            return state is None or state.is_deleted
-        return not self.remote.exists(name)
+        if settings.QUEUED_STORAGE_NAME_CHECK == "remote":
+            try:
+                return not self.remote.exists(name)
+            except Exception as exc:
+                # An upload must not fail because the remote is down. The
+                # error's text is left out: some backends put passwords in it.
+                logger.warning(
+                    "The remote could not say whether %r is free (%s); "
+                    "deciding from the recorded states.", name, type(exc).__name__,
+                    extra={"file_name": name, "storage": self.reference},
+                )  # fmt: skip
+        state = self.state.get(name)
+        return state is None or state.is_deleted
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         """Return a name free on both storages, based on *name*."""
@@ -89,7 +98,9 @@ class QueuedStorage(QueuedStorageBase):
         name = self.validate_name(self.local.save(name, content, max_length))
         version = secrets.token_hex(8)
         size = getattr(content, "size", None)
-        self.state.record(name, FileState(Status.PENDING, version, size), host=_host())
+        content_type = getattr(content, "content_type", None) or ""
+        state = FileState(Status.PENDING, version, size, content_type=content_type)
+        self.state.record(name, state, host=_host())
         transaction.on_commit(
             lambda: self._queued(name, version), using=self.state.db
         )
@@ -119,7 +130,10 @@ class QueuedStorage(QueuedStorageBase):
         if state.is_remote:
             return None
         if state.status != Status.PENDING or not state.version:
-            state = FileState(Status.PENDING, secrets.token_hex(8), state.size)
+            state = FileState(
+                Status.PENDING, secrets.token_hex(8), state.size,
+                content_type=state.content_type,
+            )  # fmt: skip
             self.state.record(name, state, host=_host())
         return self.enqueue(name, state.version)
 

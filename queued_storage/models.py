@@ -27,6 +27,9 @@ class StoredFile(models.Model):
     last_error = models.TextField(_("last error"), blank=True, default="")
     size = models.BigIntegerField(_("size"), null=True, blank=True)
     checksum = models.CharField(_("checksum"), max_length=80, blank=True, default="")
+    content_type = models.CharField(
+        _("content type"), max_length=255, blank=True, default=""
+    )
     host = models.CharField(_("host"), max_length=255, blank=True, default="")
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)

@@ -20,17 +20,21 @@ from .exceptions import UnknownStorage
 if TYPE_CHECKING:
     from .base import QueuedStorageBase
 
-_instances: weakref.WeakSet[QueuedStorageBase] = weakref.WeakSet()
+# In order of creation: the storages of the project's own models come first,
+# before copies such as those of migrations' historical models.
+_instances: list[weakref.ref[QueuedStorageBase]] = []
 
 
 def register(storage: QueuedStorageBase) -> None:
     """Make *storage* findable by its reference in this process."""
-    _instances.add(storage)
+    _instances[:] = [ref for ref in _instances if ref() is not None]
+    _instances.append(weakref.ref(storage))
 
 
 def _find(reference: str) -> QueuedStorageBase | None:
-    for storage in list(_instances):
-        if storage.reference == reference:
+    for ref in list(_instances):
+        storage = ref()
+        if storage is not None and storage.reference == reference:
             return storage
     return None
 

@@ -47,6 +47,8 @@ class FileState:
     size: int | None = None
     attempts: int = 0
     error: str = ""
+    #: The content type the upload declared, handed to the remote.
+    content_type: str = ""
 
     @property
     def is_remote(self) -> bool:
@@ -61,20 +63,26 @@ class FileState:
         """Return a copy of this state with *changes* applied."""
         return replace(self, **changes)
 
-    def to_cache(self) -> tuple[str, str, int | None, int, str]:
-        return (str(self.status), self.version, self.size, self.attempts, self.error)
+    def to_cache(self) -> tuple[str, str, int | None, int, str, str]:
+        return (
+            str(self.status), self.version, self.size, self.attempts, self.error,
+            self.content_type,
+        )  # fmt: skip
 
     @classmethod
     def from_cache(cls, value: Any) -> FileState | None:
         try:
-            status, version, size, attempts, error = value
+            status, version, size, attempts, error, content_type = value
         except (TypeError, ValueError):
             return None  # An entry of another shape: treat it as a miss.
-        return cls(status, version, size, attempts, error)
+        return cls(status, version, size, attempts, error, content_type)
 
     @classmethod
     def from_row(cls, row: StoredFile) -> FileState:
-        return cls(row.status, row.version, row.size, row.attempts, row.last_error)
+        return cls(
+            row.status, row.version, row.size, row.attempts, row.last_error,
+            row.content_type,
+        )  # fmt: skip
 
 
 class StateStore:
@@ -198,6 +206,7 @@ class StateStore:
                 size=state.size,
                 attempts=state.attempts,
                 last_error=state.error,
+                content_type=state.content_type,
                 host=host,
                 transferred=timezone.now() if state.is_remote else None,
             )
@@ -207,7 +216,8 @@ class StateStore:
                 unique_fields=["storage", "name_hash"],
                 update_fields=[
                     "name", "status", "version", "size", "attempts",
-                    "last_error", "host", "checksum", "transferred", "updated",
+                    "last_error", "content_type", "host", "checksum", "transferred",
+                    "updated",
                 ],
             )  # fmt: skip
         self.remember(name, state)

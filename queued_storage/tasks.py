@@ -106,7 +106,11 @@ class Transfer(Task):
 
         Return ``False`` (or raise) to have the task retried later.
         """
-        transfer_file(name, local, remote, replace=kwargs.get("replace", False))
+        transfer_file(
+            name, local, remote,
+            replace=kwargs.get("replace", False),
+            content_type=kwargs.get("content_type", ""),
+        )  # fmt: skip
         return True
 
     def after_transfer(self, queued: QueuedStorageBase, name: str) -> None:
@@ -136,8 +140,9 @@ class Transfer(Task):
                     extra={**extra, "status": Status.TRANSFERRING})  # fmt: skip
         try:
             done = self.transfer(
-                name, queued.local, queued.remote, replace=queued.overwrites
-            )
+                name, queued.local, queued.remote,
+                replace=queued.overwrites, content_type=state.content_type,
+            )  # fmt: skip
         except TransferError as exc:
             if not exc.retryable:
                 return self.fail(queued, name, moving, str(exc))

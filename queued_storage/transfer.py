@@ -34,7 +34,12 @@ def _describe(storage: Storage) -> str:
 
 
 def transfer_file(
-    name: str, local: Storage, remote: Storage, *, replace: bool = False
+    name: str,
+    local: Storage,
+    remote: Storage,
+    *,
+    replace: bool = False,
+    content_type: str = "",
 ) -> TransferResult:
     """Copy *name* from *local* to *remote* under the same name, streaming it.
 
@@ -44,6 +49,8 @@ def transfer_file(
     :class:`~queued_storage.exceptions.RemoteConflict` unless *replace* is
     true. A missing local copy with a matching remote one also counts as
     done, since a ``TransferAndDelete`` may have removed it after the upload.
+    *content_type*, the type the upload declared, is offered to the remote
+    (the local copy alone knows only its name).
     """
     try:
         size = local.size(name)
@@ -67,6 +74,8 @@ def transfer_file(
             )
         remote.delete(name)
     with local.open(name, "rb") as content:
+        if content_type:
+            content.content_type = content_type  # type: ignore[attr-defined]
         stored = remote.save(name, content)
     if stored != name:
         # The copy under the other name was made just now by this call.

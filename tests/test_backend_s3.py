@@ -126,11 +126,6 @@ def test_object_parameters_and_content_type_reach_the_object(
     assert head["ContentLength"] == len(b"%PDF-1.4 not really")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The transfer reopens the local copy, which knows only its name: a "
-    "declared Content-Type that the name does not imply is lost.",
-)
 def test_declared_content_type_reaches_the_object(
     tmp_path: Path, unique: str, s3_client: Any
 ) -> None:

@@ -24,6 +24,7 @@ class Migration(migrations.Migration):
                 ('last_error', models.TextField(blank=True, default='', verbose_name='last error')),
                 ('size', models.BigIntegerField(blank=True, null=True, verbose_name='size')),
                 ('checksum', models.CharField(blank=True, default='', max_length=80, verbose_name='checksum')),
+                ('content_type', models.CharField(blank=True, default='', max_length=255, verbose_name='content type')),
                 ('host', models.CharField(blank=True, default='', max_length=255, verbose_name='host')),
                 ('created', models.DateTimeField(auto_now_add=True, verbose_name='created')),
                 ('updated', models.DateTimeField(auto_now=True, verbose_name='updated')),
