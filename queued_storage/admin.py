@@ -13,6 +13,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
 from . import operations, registry
+from .exceptions import UnknownStorage
 from .models import StoredFile
 from .status import Status
 
@@ -46,20 +47,24 @@ class StoredFileAdmin(admin.ModelAdmin):
     def short_error(self, obj: StoredFile) -> str:
         return Truncator(obj.last_error).chars(80)
 
-    @admin.action(description=_("Queue the transfer of the selected files again"))
+    @admin.action(description=_("Queue the failed transfers of the selected files again"))
     def retry_transfers(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
-        queued = 0
-        for row in queryset.exclude(status__in=[Status.TRANSFERRED, Status.DELETED]):
-            registry.resolve(row.storage).transfer(row.name)
-            queued += 1
-        self.message_user(request, _("Queued %d transfers again.") % queued)
+        queued = operations.retry_failed(
+            names=list(queryset.filter(status=Status.FAILED).values_list("name", flat=True))
+        )
+        self.message_user(request, _("Queued %d failed transfers again.") % len(queued))
 
     @admin.action(description=_("Verify the remote copies of the selected files"))
     def verify_copies(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
         problems = []
         for reference in queryset.values_list("storage", flat=True).distinct():
+            try:
+                storage = registry.resolve(reference)
+            except UnknownStorage as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
             names = list(queryset.filter(storage=reference).values_list("name", flat=True))
-            problems += operations.verify(registry.resolve(reference), names)
+            problems += operations.verify(storage, names)
         for problem in problems:
             self.message_user(request, f"{problem.name}: {problem.problem}", messages.ERROR)
         if not problems:

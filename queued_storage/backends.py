@@ -112,8 +112,8 @@ class QueuedStorage(QueuedStorageBase):
             "its transfer waits for transfer()" if self.delayed else "queuing its transfer",
             extra={"file_name": name, "storage": self.reference, "status": "pending"},
         )  # fmt: skip
-        if not self.delayed:
-            self.enqueue(name, version)
+        if not self.delayed and self.enqueue(name, version) is None:
+            return
         file_queued.send(type(self), name=name, storage=self, version=version)
 
     def transfer(self, name: str, cache_key: str | None = None) -> Any:

@@ -20,6 +20,8 @@ from django.utils import timezone
 
 from . import registry
 from .base import QueuedStorageBase
+from .conf import settings
+from .exceptions import UnknownStorage
 from .state import FileState, Status, name_hash
 from .transfer import transfer_file
 
@@ -63,19 +65,42 @@ def retry_failed(storage: str | None = None, names: list[str] | None = None) -> 
         rows = rows.filter(name__in=names)
     queued = []
     for row in rows.iterator():
-        registry.resolve(row.storage).transfer(row.name)
-        queued.append(row.name)
+        target = _resolve(row)
+        if target is not None:
+            target.transfer(row.name)
+            queued.append(row.name)
     return queued
 
 
-def reconcile(older_than: timedelta, storage: str | None = None) -> list[str]:
+def _resolve(row: Any) -> QueuedStorageBase | None:
+    """Return the storage of a ledger row, or log and skip a forgotten one."""
+    try:
+        return registry.resolve(row.storage)
+    except UnknownStorage:
+        logger.warning(
+            "Skipped %r: its storage %r is no longer configured.", row.name,
+            row.storage, extra={"file_name": row.name, "storage": row.storage},
+        )  # fmt: skip
+        return None
+
+
+def default_age() -> timedelta:
+    """Return how long a transfer may stay pending before it counts as lost.
+
+    It exceeds the longest wait between two retries, so that a transfer
+    waiting for its next try is not queued twice.
+    """
+    return timedelta(seconds=settings.QUEUED_STORAGE_RETRY_BACKOFF_MAX + 600)
+
+
+def reconcile(older_than: timedelta | None = None, storage: str | None = None) -> list[str]:
     """Queue again the transfers that have been pending for *older_than*.
 
     This recovers a message lost to a broker outage, or to a crash between
     the commit and the publish. A transfer still marked as transferring for
     that long lost its worker without a redelivery, and is queued too.
     """
-    cutoff = timezone.now() - older_than
+    cutoff = timezone.now() - (default_age() if older_than is None else older_than)
     rows = _model().objects.filter(
         status__in=[Status.PENDING, Status.TRANSFERRING], updated__lt=cutoff
     )
@@ -83,8 +108,8 @@ def reconcile(older_than: timedelta, storage: str | None = None) -> list[str]:
         rows = rows.filter(storage=storage)
     queued = []
     for row in rows.iterator():
-        target = registry.resolve(row.storage)
-        if target.delayed:
+        target = _resolve(row)
+        if target is None or target.delayed:
             continue  # Delayed files wait for an explicit transfer().
         target.enqueue(row.name, row.version)
         queued.append(row.name)
@@ -192,3 +217,14 @@ def bulk_import(
         queued.state.record(name, state)
         report.done.append(name)
     return report
+
+
+def purge(older_than: timedelta, storage: str | None = None) -> int:
+    """Remove the ledger rows of files deleted longer than *older_than* ago."""
+    rows = _model().objects.filter(
+        status=Status.DELETED, updated__lt=timezone.now() - older_than
+    )
+    if storage:
+        rows = rows.filter(storage=storage)
+    count, _ = rows.delete()
+    return count

@@ -7,11 +7,13 @@ the ledger, committed), with ``sender`` set to the task or storage class.
 from django.dispatch import Signal
 
 #: Sent by the worker once the state says the file is served from the remote.
-#: Arguments: ``name``, ``local``, ``remote`` (the two storages).
+#: Arguments: ``name``, ``local``, ``remote`` (the two storages), ``storage``
+#: (the queued storage).
 file_transferred = Signal()
 
 #: Sent when a file has been saved locally and its transfer queued (or left
-#: for a later ``transfer()`` call when the storage is delayed).
+#: for a later ``transfer()`` call when the storage is delayed). Not sent when
+#: the broker could not be reached: the file then waits for a reconcile.
 #: Arguments: ``name``, ``storage`` (the queued storage), ``version``.
 file_queued = Signal()
 

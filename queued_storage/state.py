@@ -57,6 +57,7 @@ class FileState:
 
     @property
     def is_deleted(self) -> bool:
+        """Return whether the file was deleted."""
         return self.status == Status.DELETED
 
     def evolve(self, **changes: Any) -> FileState:
@@ -223,12 +224,19 @@ class StateStore:
         self.remember(name, state)
 
     def compare_and_set(
-        self, name: str, version: str, new: FileState, *, checksum: str = ""
+        self,
+        name: str,
+        version: str,
+        new: FileState,
+        *,
+        checksum: str = "",
+        only_from: tuple[str, ...] = (),
     ) -> bool:
         """Set *new* as the state of *name* if its version is still *version*.
 
+        With *only_from*, the current status must also be one of those.
         Return ``False``, and change nothing, when the file was deleted or
-        saved again since: the caller holds a stale view.
+        saved again since, or has moved on: the caller holds a stale view.
         """
         if self.ledger:
             changes: dict[str, Any] = {
@@ -244,21 +252,23 @@ class StateStore:
                 changes["checksum"] = checksum
             if new.status == Status.TRANSFERRED:
                 changes["transferred"] = changes["updated"]
+            rows = self._rows().filter(name_hash=name_hash(name), version=version)
+            rows = rows.exclude(status=Status.DELETED)
+            if only_from:
+                rows = rows.filter(status__in=only_from)
             with transaction.atomic(using=self.db):
-                count = (
-                    self._rows()
-                    .filter(name_hash=name_hash(name), version=version)
-                    .exclude(status=Status.DELETED)
-                    .update(**changes)
-                )
+                count = rows.update(**changes)
             if not count:
                 return False
         else:
             current = FileState.from_cache(self._cache_get(self.key(name)))
             # Without a ledger a flushed cache cannot tell a stale task from
-            # a current one; a tombstone or another version can.
+            # a current one (a state found by probing has no version); a
+            # tombstone, another version or a later status can.
             if current is not None and (
-                current.is_deleted or current.version != version
+                current.is_deleted
+                or (current.version and current.version != version)
+                or (only_from and current.status not in only_from)
             ):
                 return False
         self.remember(name, new)

@@ -114,7 +114,7 @@ class Transfer(Task):
         return True
 
     def after_transfer(self, queued: QueuedStorageBase, name: str) -> None:
-        """Act once the file is served from the remote. Does nothing here."""
+        """Act once the file is served from the remote; a hook for subclasses."""
 
     def process(self, queued: QueuedStorageBase, name: str, version: str) -> bool:
         """Move *name* if its state still has *version*; record the outcome."""
@@ -131,7 +131,10 @@ class Transfer(Task):
         extra["attempt"] = attempts
         moving = state.evolve(status=Status.TRANSFERRING, version=version,
                               attempts=attempts)  # fmt: skip
-        if not queued.state.compare_and_set(name, version, moving):
+        if not queued.state.compare_and_set(
+            name, version, moving, only_from=(Status.PENDING, Status.TRANSFERRING)
+        ):
+            logger.info("Skipped %r: changed meanwhile.", name, extra=extra)
             return False
         limit = self.max_retries + 1 + settings.QUEUED_STORAGE_MAX_DELIVERIES
         if attempts > limit:
@@ -163,8 +166,9 @@ class Transfer(Task):
         logger.info("Transferred %r.", name, extra={**extra, "status": Status.TRANSFERRED})
         self.after_transfer(queued, name)
         file_transferred.send(
-            type(self), name=name, local=queued.local, remote=queued.remote
-        )
+            type(self), name=name, local=queued.local, remote=queued.remote,
+            storage=queued,
+        )  # fmt: skip
         return True
 
     def backoff(self, retries: int) -> float:
@@ -182,9 +186,11 @@ class Transfer(Task):
         retries = self.request.retries or 0
         if retries >= self.max_retries:
             return self.fail(queued, name, state, reason)
-        queued.state.compare_and_set(
-            name, state.version, state.evolve(status=Status.PENDING, error=reason)
-        )
+        if not queued.state.compare_and_set(
+            name, state.version, state.evolve(status=Status.PENDING, error=reason),
+            only_from=(Status.TRANSFERRING,),
+        ):  # fmt: skip
+            return False  # Another delivery finished it, or it was deleted.
         logger.warning(
             "Transfer of %r failed, retrying: %s", name, reason,
             extra={"file_name": name, "storage": queued.reference,
@@ -197,9 +203,11 @@ class Transfer(Task):
         self, queued: QueuedStorageBase, name: str, state: FileState, reason: str
     ) -> bool:
         """Mark *name* failed for good; it stays served from the local copy."""
-        queued.state.compare_and_set(
-            name, state.version, state.evolve(status=Status.FAILED, error=reason)
-        )
+        if not queued.state.compare_and_set(
+            name, state.version, state.evolve(status=Status.FAILED, error=reason),
+            only_from=(Status.TRANSFERRING, Status.PENDING),
+        ):  # fmt: skip
+            return False  # Another delivery finished it, or it was deleted.
         logger.error(
             "Transfer of %r failed for good: %s", name, reason,
             extra={"file_name": name, "storage": queued.reference,
@@ -222,6 +230,7 @@ class TransferAndDelete(Transfer):
     name = "queued_storage.tasks.TransferAndDelete"
 
     def after_transfer(self, queued: QueuedStorageBase, name: str) -> None:
+        """Delete the local copy, now that reads go to the remote one."""
         queued.local.delete(name)
         local_deleted.send(type(self), name=name, storage=queued)
 
@@ -230,13 +239,15 @@ _register(Transfer)
 
 
 @shared_task(name="queued_storage.tasks.reconcile", ignore_result=True)
-def reconcile(older_than: float = 600.0) -> int:
+def reconcile(older_than: float | None = None) -> int:
     """Queue again the transfers pending for longer than *older_than* seconds.
 
     Schedule it with Celery beat to recover messages lost to a broker outage.
+    The default is the longest retry delay plus ten minutes.
     """
     from datetime import timedelta
 
     from .operations import reconcile as run
 
-    return len(run(timedelta(seconds=float(older_than))))
+    age = None if older_than is None else timedelta(seconds=float(older_than))
+    return len(run(age))

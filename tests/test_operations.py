@@ -178,7 +178,7 @@ def test_admin_lists_filters_and_acts(client, django_user_model, celery_worker, 
             {"action": "retry_transfers", "_selected_action": [row.pk]},
             follow=True,
         )
-        assert "Queued 1 transfers again." in response.content.decode()
+        assert "Queued 1 failed transfers again." in response.content.decode()
         wait_for(lambda: storage.using_remote(name))
     finally:
         BrokenUntilFixed.fixed = False

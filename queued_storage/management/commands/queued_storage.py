@@ -31,12 +31,18 @@ class Command(BaseCommand):
         retry.add_argument("names", nargs="*", help="Only these file names.")
         reconcile = add("reconcile", "Queue again transfers pending for too long.")
         reconcile.add_argument(
-            "--older-than", type=float, default=600.0, metavar="SECONDS",
-            help="Pending for longer than this (default: 600).",
+            "--older-than", type=float, metavar="SECONDS",
+            help="Pending for longer than this (default: the longest retry "
+            "delay, QUEUED_STORAGE_RETRY_BACKOFF_MAX, plus 600).",
         )  # fmt: skip
         reconcile.add_argument(
             "--untracked", action="store_true",
             help="Also list local files the ledger has no row for.",
+        )  # fmt: skip
+        purge = add("purge", "Remove the rows of files deleted long ago.")
+        purge.add_argument(
+            "--older-than", type=float, default=30 * 86400, metavar="SECONDS",
+            help="Deleted longer ago than this (default: 30 days).",
         )  # fmt: skip
         verify = add("verify", "Compare remote copies of transferred files.")
         verify.add_argument("names", nargs="*", help="Only these file names.")
@@ -89,7 +95,8 @@ class Command(BaseCommand):
         return {"queued": names}
 
     def do_reconcile(self, options: dict[str, Any]) -> dict[str, Any]:
-        older = timedelta(seconds=options["older_than"])
+        seconds = options["older_than"]
+        older = None if seconds is None else timedelta(seconds=seconds)
         names = operations.reconcile(older, options["storage"])
         self.say(options, f"Queued {len(names)} stale transfers again.")
         result: dict[str, Any] = {"queued": names}
@@ -103,6 +110,12 @@ class Command(BaseCommand):
                     self.say(options, f"untracked in {reference}: {name}")
             result["untracked"] = found
         return result
+
+    def do_purge(self, options: dict[str, Any]) -> dict[str, Any]:
+        older = timedelta(seconds=options["older_than"])
+        count = operations.purge(older, options["storage"])
+        self.say(options, f"Removed {count} rows of deleted files.")
+        return {"removed": count}
 
     def do_verify(self, options: dict[str, Any]) -> dict[str, Any]:
         found = {}
