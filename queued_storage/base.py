@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
@@ -35,6 +36,20 @@ class _Backend:
         storage = instance._build(self.role)
         instance.__dict__[self.role] = storage
         return storage
+
+
+_SECRET = re.compile(r"key|secret|passw|token|credential|connection_string|sas", re.I)
+
+
+def _without_secrets(value: Any) -> Any:
+    """Return *value* with the entries of dicts whose key names a secret removed."""
+    if isinstance(value, dict):
+        return {
+            key: _without_secrets(item)
+            for key, item in value.items()
+            if not _SECRET.search(str(key))
+        }
+    return value
 
 
 def _describe(value: Any) -> str:
@@ -165,7 +180,8 @@ class QueuedStorageBase(Storage):
 
         It is the ``reference`` option if given, else the ``STORAGES`` alias
         configured with exactly this storage's options, else a digest of the
-        class and options.
+        class and options (leaving out credentials, so that rotating a key
+        keeps the states and the queued messages valid).
         """
         if self._reference:
             return self._reference
@@ -175,7 +191,9 @@ class QueuedStorageBase(Storage):
             same_class = import_string(params["BACKEND"]) is type(self)
             if same_class and not args and params.get("OPTIONS", {}) == kwargs:
                 return alias
-        payload = json.dumps([path, args, kwargs], sort_keys=True, default=repr)
+        payload = json.dumps(
+            [path, args, _without_secrets(kwargs)], sort_keys=True, default=repr
+        )
         digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
         return f"{type(self).__name__}:{digest}"
 

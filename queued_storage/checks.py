@@ -102,7 +102,19 @@ def check_storages(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from .tasks import get_task
 
     errors: list[Any] = []
+    seen: dict[str, Any] = {}
     for storage in queued_storages():
+        other = seen.setdefault(storage.reference, storage)
+        if other is not storage and other.deconstruct() != storage.deconstruct():
+            errors.append(
+                Error(
+                    f"Two differently configured queued storages share the "
+                    f"reference {storage.reference!r}, so workers cannot tell "
+                    "them apart.",
+                    hint="Give each its own reference= option.",
+                    id="queued_storage.E007",
+                )
+            )
         label = f"{type(storage).__name__} {storage.reference!r}"
         for role in ("local", "remote"):
             try:

@@ -103,3 +103,16 @@ def test_local_disk_with_remote_workers(celery_app):
     finally:
         celery_app.conf.broker_url = old
     assert checks.check_local_reachable() == []
+
+
+def test_shared_reference_with_different_configurations():
+    from django.core.files.storage import storages
+
+    twin = {
+        "BACKEND": "queued_storage.backends.QueuedS3Storage",
+        "OPTIONS": {"reference": "s3", "delayed": True},
+    }
+    with override_settings(STORAGES={**storages.backends, "twin": twin}):
+        messages = checks.check_storages()
+    assert ids(messages) == ["queued_storage.E007"]
+    assert "'s3'" in messages[0].msg

@@ -170,3 +170,11 @@ def test_every_public_storage_method_is_proxied():
     assert "is_name_available" in public and "get_modified_time" in public
     not_proxied = [name for name in public if getattr(QueuedStorage, name) is getattr(Storage, name)]
     assert not_proxied == []
+
+
+def test_default_reference_ignores_credentials():
+    a = QueuedS3Storage(remote_options={"bucket_name": "b", "access_key": "old", "secret_key": "s1"})
+    b = QueuedS3Storage(remote_options={"bucket_name": "b", "access_key": "new", "secret_key": "s2"})
+    c = QueuedS3Storage(remote_options={"bucket_name": "c", "access_key": "old"})
+    assert a.reference == b.reference != c.reference
+    assert a.reference.startswith("QueuedS3Storage:")
