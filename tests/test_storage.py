@@ -217,3 +217,23 @@ def test_transfer_of_a_remote_file_sends_nothing(fs_storage):
     assert fs_storage.transfer(name) is None
     with pytest.raises(FileNotFoundError):
         fs_storage.transfer("missing.txt")
+
+
+def test_queued_storage_as_the_default_storage(tmp_path):
+    from django.core.files.storage import default_storage, storages
+
+    queued_default = {
+        "BACKEND": "queued_storage.backends.QueuedStorage",
+        "OPTIONS": {
+            "local": FS,
+            "remote": "remote_s3",
+            "local_options": {"location": str(tmp_path)},
+            "delayed": True,
+        },
+    }
+    with override_settings(STORAGES={**storages.backends, "default": queued_default}):
+        name = default_storage.save("by-default.txt", ContentFile(b"x"))
+        assert isinstance(storages["default"], QueuedStorage)
+        assert storages["default"].reference == "default"
+        assert default_storage.get_state(name).status == Status.PENDING
+        assert (tmp_path / name).read_bytes() == b"x"
