@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from celery.exceptions import Reject
 from django.core.cache import caches
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile
@@ -15,6 +16,7 @@ from queued_storage import message
 from queued_storage.backends import QueuedS3Storage, QueuedStorage
 from queued_storage.exceptions import InvalidFileName
 from queued_storage.names import validate_name
+from queued_storage.tasks import Transfer
 from queued_storage.transfer import transfer_file
 
 FS = "django.core.files.storage.FileSystemStorage"
@@ -171,6 +173,10 @@ def test_generated_names_stay_inside_the_roots_and_round_trip(name):
             call(name)
         except SuspiciousFileOperation:
             assert not accepted
+    if not accepted:
+        # A signed message with the name is refused by the task too.
+        with pytest.raises(Reject):
+            Transfer().run(**message.sign(Transfer.name, storage.reference, name, "v"))
     try:
         saved = storage.save(name, ContentFile(b"data"))
     except SuspiciousFileOperation:
@@ -183,8 +189,10 @@ def test_generated_names_stay_inside_the_roots_and_round_trip(name):
         return
     assert accepted
     assert saved == name
-    assert storage.get_state(saved).version
-    transfer_file(saved, storage.local, storage.remote)
+    version = storage.get_state(saved).version
+    assert version
+    assert Transfer().run(**message.sign(Transfer.name, storage.reference, saved, version))
+    assert storage.using_remote(saved)
     files = all_files(work)
     assert files == sorted([local / name, remote / name])
     assert (remote / name).read_bytes() == b"data"
