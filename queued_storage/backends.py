@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,11 +21,30 @@ from .state import FileState, Status
 
 logger = logging.getLogger("queued_storage")
 
-#: How long ``save()`` keeps trying to reach the broker before it gives up and
-#: leaves the transfer to ``queued_storage reconcile``.
+#: How ``save()`` retries a broker it cannot reach before it gives up and
+#: leaves the transfer to ``queued_storage reconcile`` (kombu's ``ensure``).
 ENQUEUE_RETRY_POLICY = {
     "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
 }  # fmt: skip
+#: Seconds after the first try past which ``save()`` starts no further retry.
+#: A broker that accepts connections but never answers still holds each try
+#: for the ``socket_timeout`` of ``CELERY_BROKER_TRANSPORT_OPTIONS``.
+ENQUEUE_TIMEOUT = 1.0
+
+
+class _Deadline:
+    """An ``errback`` of kombu's retry policy that ends the retries in time.
+
+    A frozen broker makes every retry wait for a socket timeout, so a count
+    of retries alone does not bound how long ``save()`` blocks.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def __call__(self, exc: Exception, interval: float) -> None:
+        if time.monotonic() + interval > self.end:
+            raise exc
 
 
 @deconstructible(path="queued_storage.backends.QueuedStorage")
@@ -146,7 +166,8 @@ class QueuedStorage(QueuedStorageBase):
         from .tasks import get_task
 
         task = get_task(self.task)
-        options: dict[str, Any] = {"retry": True, "retry_policy": ENQUEUE_RETRY_POLICY}
+        policy = {**ENQUEUE_RETRY_POLICY, "errback": _Deadline(ENQUEUE_TIMEOUT)}
+        options: dict[str, Any] = {"retry": True, "retry_policy": policy}
         queue = transfer_queue()
         if queue:
             options["queue"] = queue
