@@ -1,0 +1,182 @@
+"""Section 1: the cost of ``QueuedStorage.save()`` over a plain local save.
+
+Each size is saved by every variant in the same loop: the plain
+``FileSystemStorage`` (the baseline), the queued storage with each name check
+and with the ledger on and off, and ``S3Storage`` straight to the endpoint.
+A Django ``RedisCache.get`` of a missing key is timed in the same loop too,
+so that the overhead can be given in Redis round trips.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .environment import Bench
+from .measure import (
+    Case,
+    interleave,
+    median_ms,
+    redis_round_trips,
+    remote_clients,
+    s3_requests,
+)
+
+KIB = 1024
+MIB = 1024 * KIB
+
+#: ``label: (NAME_CHECK, LEDGER)`` of each queued variant.
+QUEUED_VARIANTS = {
+    "queued_remote_check": ("remote", True),
+    "queued_state_check": ("state", True),
+    "queued_state_check_no_ledger": ("state", False),
+    "queued_remote_check_no_ledger": ("remote", False),
+}
+
+
+def sizes(bench: Bench) -> list[tuple[str, int, int, float]]:
+    """Return ``(label, bytes, repetitions, budget in seconds)`` per size."""
+    return [
+        ("10KiB", 10 * KIB, bench.pick(40, 400), bench.pick(8, 90)),
+        ("1MiB", MIB, bench.pick(12, 80), bench.pick(8, 90)),
+        ("100MiB", 100 * MIB, bench.pick(2, 7), bench.pick(20, 150)),
+    ]
+
+
+@contextmanager
+def configured(name_check: str, ledger: bool) -> Iterator[None]:
+    from django.test import override_settings
+
+    with override_settings(
+        QUEUED_STORAGE_NAME_CHECK=name_check, QUEUED_STORAGE_LEDGER=ledger
+    ):
+        yield
+
+
+class QueuedVariant:
+    """Save through the queued storage under one configuration."""
+
+    def __init__(self, bench: Bench, label: str, size: str, data: bytes) -> None:
+        self.storage = bench.storage
+        self.label, self.size, self.data = label, size, data
+        self.settings = QUEUED_VARIANTS[label]
+        self._override: Any = None
+
+    def prepare(self, i: int) -> tuple[str, Any]:
+        from django.core.files.base import ContentFile
+
+        self._override = configured(*self.settings)
+        self._override.__enter__()
+        return f"save/{self.size}/{self.label}/{i}.bin", ContentFile(self.data)
+
+    def run(self, prepared: tuple[str, Any]) -> str:
+        return str(self.storage.save(*prepared))
+
+    def cleanup(self, prepared: tuple[str, Any]) -> None:
+        self._override.__exit__(None, None, None)
+        path = self.storage.local.path(prepared[0])
+        if os.path.exists(path):
+            os.remove(path)
+
+    def case(self) -> Case:
+        return Case(self.label, self.run, self.prepare, self.cleanup)
+
+
+def plain_case(bench: Bench, size: str, data: bytes) -> Case:
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import FileSystemStorage
+
+    plain = FileSystemStorage(location=str(bench.work / "plain"))
+
+    def prepare(i: int) -> tuple[str, Any]:
+        return f"save/{size}/plain/{i}.bin", ContentFile(data)
+
+    def cleanup(prepared: tuple[str, Any]) -> None:
+        plain.delete(prepared[0])
+
+    return Case("filesystem", lambda p: plain.save(*p), prepare, cleanup)
+
+
+def s3_case(bench: Bench, size: str, data: bytes) -> Case:
+    from django.core.files.base import ContentFile
+
+    remote = bench.remote
+
+    def prepare(i: int) -> tuple[str, Any]:
+        return f"save/{size}/s3/{i}.bin", ContentFile(data)
+
+    def cleanup(prepared: tuple[str, Any]) -> None:
+        if len(data) >= MIB:  # moto keeps objects in memory
+            remote.delete(prepared[0])
+
+    return Case("s3storage", lambda p: remote.save(*p), prepare, cleanup)
+
+
+def rtt_case(bench: Bench) -> Case:
+    from django.core.cache import caches
+
+    cache = caches["default"]
+    return Case("redis_round_trip", lambda i: cache.get("bench:missing-key"))
+
+
+def count(bench: Bench, label: str, size: str, data: bytes) -> dict[str, Any]:
+    """Count the round trips of one save of a queued variant."""
+    from django.db import connection
+
+    variant = QueuedVariant(bench, label, size, data)
+    prepared = variant.prepare(10**6)
+    queries: list[str] = []
+
+    def record(execute: Any, sql: str, *args: Any) -> Any:
+        queries.append(sql.split(None, 1)[0].upper())
+        return execute(sql, *args)
+
+    try:
+        with (
+            redis_round_trips() as redis,
+            s3_requests(*remote_clients(bench.remote)) as s3,
+            connection.execute_wrapper(record),
+        ):
+            variant.run(prepared)
+    finally:
+        variant.cleanup(prepared)
+    return {"redis_round_trips": redis[0], "s3_requests": s3, "sql": queries}
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for size, nbytes, reps, budget in sizes(bench):
+        data = os.urandom(nbytes)
+        cases = [plain_case(bench, size, data), s3_case(bench, size, data)]
+        cases += [
+            QueuedVariant(bench, label, size, data).case() for label in QUEUED_VARIANTS
+        ]
+        if nbytes <= MIB:
+            cases.append(rtt_case(bench))
+        timed = interleave(cases, reps, budget=budget)
+        if "redis_round_trip" not in timed:
+            timed["redis_round_trip"] = results["10KiB"]["timings"]["redis_round_trip"]
+        base, rtt = median_ms(timed["filesystem"]), median_ms(timed["redis_round_trip"])
+        derived = {}
+        for label in [*QUEUED_VARIANTS, "s3storage"]:
+            extra = median_ms(timed[label]) - base
+            derived[label] = {
+                "ratio": median_ms(timed[label]) / base,
+                "overhead_ms": extra,
+                "overhead_round_trips": extra / rtt,
+            }
+        results[size] = {
+            "bytes": nbytes,
+            "timings": timed,
+            "versus_filesystem": derived,
+            "counts": {
+                label: count(bench, label, size, data[:KIB])
+                for label in QUEUED_VARIANTS
+            }
+            if size == "10KiB"
+            else {},
+        }
+        bench.purge_queue()
+    return results
