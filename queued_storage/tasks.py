@@ -146,12 +146,12 @@ class Transfer(Task):
                 name, queued.local, queued.remote,
                 replace=queued.overwrites, content_type=state.content_type,
             )  # fmt: skip
-        except TransferError as exc:
-            if not exc.retryable:
-                return self.fail(queued, name, moving, str(exc))
-            return self.retry_later(queued, name, moving, str(exc))
         except Exception as exc:
-            return self.retry_later(queued, name, moving, f"{type(exc).__name__}: {exc}")
+            # The class names the cause: LocalFileMissing, RemoteConflict...
+            reason = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TransferError) and not exc.retryable:
+                return self.fail(queued, name, moving, reason)
+            return self.retry_later(queued, name, moving, reason)
         if not done:
             return self.retry_later(queued, name, moving, "the transfer returned False")
         if not queued.state.compare_and_set(
