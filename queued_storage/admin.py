@@ -47,15 +47,23 @@ class StoredFileAdmin(admin.ModelAdmin):
     def short_error(self, obj: StoredFile) -> str:
         return Truncator(obj.last_error).chars(80)
 
-    @admin.action(description=_("Queue the failed transfers of the selected files again"))
-    def retry_transfers(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
+    @admin.action(
+        description=_("Queue the failed transfers of the selected files again")
+    )
+    def retry_transfers(
+        self, request: HttpRequest, queryset: QuerySet[StoredFile]
+    ) -> None:
         queued = operations.retry_failed(
-            names=list(queryset.filter(status=Status.FAILED).values_list("name", flat=True))
+            names=list(
+                queryset.filter(status=Status.FAILED).values_list("name", flat=True)
+            )
         )
         self.message_user(request, _("Queued %d failed transfers again.") % len(queued))
 
     @admin.action(description=_("Verify the remote copies of the selected files"))
-    def verify_copies(self, request: HttpRequest, queryset: QuerySet[StoredFile]) -> None:
+    def verify_copies(
+        self, request: HttpRequest, queryset: QuerySet[StoredFile]
+    ) -> None:
         problems = []
         for reference in queryset.values_list("storage", flat=True).distinct():
             try:
@@ -63,9 +71,13 @@ class StoredFileAdmin(admin.ModelAdmin):
             except UnknownStorage as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 continue
-            names = list(queryset.filter(storage=reference).values_list("name", flat=True))
+            names = list(
+                queryset.filter(storage=reference).values_list("name", flat=True)
+            )
             problems += operations.verify(storage, names)
         for problem in problems:
-            self.message_user(request, f"{problem.name}: {problem.problem}", messages.ERROR)
+            self.message_user(
+                request, f"{problem.name}: {problem.problem}", messages.ERROR
+            )
         if not problems:
             self.message_user(request, _("All transferred copies match."))

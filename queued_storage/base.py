@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Iterable
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import Storage, storages
@@ -185,9 +185,10 @@ class QueuedStorageBase(Storage):
         """
         if self._reference:
             return self._reference
-        path, args, kwargs = self.deconstruct()
+        path, args, kwargs = self.deconstruct()  # type: ignore[attr-defined]
+        configured = cast(dict[str, dict[str, Any]], settings.STORAGES)
         for alias in registry.queued_aliases():
-            params = settings.STORAGES[alias]
+            params = configured[alias]
             same_class = import_string(params["BACKEND"]) is type(self)
             if same_class and not args and params.get("OPTIONS", {}) == kwargs:
                 return alias

@@ -43,7 +43,7 @@ def queued_storages() -> Iterable[Any]:
 @register(Tags.caches)
 def check_cache(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     alias = settings.QUEUED_STORAGE_CACHE
-    caches = getattr(settings, "CACHES", {})
+    caches: dict[str, Any] = getattr(settings, "CACHES", {})
     if alias not in caches:
         return [
             Error(
@@ -70,7 +70,9 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 
 @register(Tags.database)
-def check_ledger(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+def check_ledger(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Any]:
     from .models import StoredFile
 
     if not settings.QUEUED_STORAGE_LEDGER or not databases:
@@ -205,7 +207,7 @@ def check_local_reachable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     for storage in queued_storages():
         try:
             local = storage.local
-        except Exception:  # Reported by check_storages.
+        except Exception:  # noqa: S112 - reported by check_storages.
             continue
         if isinstance(local, FileSystemStorage):
             warnings.append(

@@ -16,7 +16,7 @@ class QueuedFieldFile(FieldFile):
         This is how files of a storage with ``delayed=True`` are moved.
         Return the Celery result, or ``None`` when nothing was sent.
         """
-        self._require_file()
+        self._require_file()  # type: ignore[attr-defined]
         transfer = getattr(self.storage, "transfer", None)
         if transfer is None:
             raise TypeError(

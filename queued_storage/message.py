@@ -23,7 +23,9 @@ SALT = "queued_storage.transfer"
 def sign(task: str, storage: str, name: str, version: str) -> dict[str, str]:
     """Return the keyword arguments of a transfer message, signed."""
     signature = signing.dumps([task, storage, name, version], salt=SALT)
-    return {"storage": storage, "name": name, "version": version, "signature": signature}
+    return {
+        "storage": storage, "name": name, "version": version, "signature": signature,
+    }  # fmt: skip
 
 
 def verify(task: str, message: dict[str, Any]) -> tuple[str, str, str]:
@@ -32,11 +34,16 @@ def verify(task: str, message: dict[str, Any]) -> tuple[str, str, str]:
     Raise :class:`~queued_storage.exceptions.InvalidMessage` when the
     signature is missing, forged, expired, or signs other values.
     """
-    fields = ("storage", "name", "version", "signature")
-    values = [message.get(field) for field in fields]
-    if not all(isinstance(value, str) for value in values):
+    storage, name, version, signature = (
+        message.get(field) for field in ("storage", "name", "version", "signature")
+    )
+    if not (
+        isinstance(storage, str)
+        and isinstance(name, str)
+        and isinstance(version, str)
+        and isinstance(signature, str)
+    ):
         raise InvalidMessage("The message lacks a field or has one of another type.")
-    storage, name, version, signature = values
     try:
         signed = signing.loads(
             signature, salt=SALT, max_age=settings.QUEUED_STORAGE_MESSAGE_MAX_AGE

@@ -19,6 +19,7 @@ from django.db.models import Count, Min
 from django.utils import timezone
 
 from . import registry
+from .backends import QueuedStorage
 from .base import QueuedStorageBase
 from .conf import settings
 from .exceptions import UnknownStorage
@@ -34,7 +35,7 @@ def _model() -> Any:
     return StoredFile
 
 
-def known_storages() -> dict[str, QueuedStorageBase]:
+def known_storages() -> dict[str, QueuedStorage]:
     """Return this process's queued storages by reference."""
     from .checks import queued_storages
 
@@ -46,7 +47,7 @@ def status_counts(storage: str | None = None) -> dict[str, Any]:
     rows = _model().objects.all()
     if storage:
         rows = rows.filter(storage=storage)
-    counts = {status.value: 0 for status in Status}
+    counts = {status: 0 for status in Status.values}
     for row in rows.values("status").annotate(n=Count("id")):
         counts[row["status"]] = row["n"]
     oldest = rows.filter(status__in=[Status.PENDING, Status.TRANSFERRING]).aggregate(
@@ -56,7 +57,9 @@ def status_counts(storage: str | None = None) -> dict[str, Any]:
     return {"counts": counts, "oldest_pending_seconds": age}
 
 
-def retry_failed(storage: str | None = None, names: list[str] | None = None) -> list[str]:
+def retry_failed(
+    storage: str | None = None, names: list[str] | None = None
+) -> list[str]:
     """Queue the failed transfers again; return the names queued."""
     rows = _model().objects.filter(status=Status.FAILED)
     if storage:
@@ -72,7 +75,7 @@ def retry_failed(storage: str | None = None, names: list[str] | None = None) -> 
     return queued
 
 
-def _resolve(row: Any) -> QueuedStorageBase | None:
+def _resolve(row: Any) -> QueuedStorage | None:
     """Return the storage of a ledger row, or log and skip a forgotten one."""
     try:
         return registry.resolve(row.storage)
@@ -93,7 +96,9 @@ def default_age() -> timedelta:
     return timedelta(seconds=settings.QUEUED_STORAGE_RETRY_BACKOFF_MAX + 600)
 
 
-def reconcile(older_than: timedelta | None = None, storage: str | None = None) -> list[str]:
+def reconcile(
+    older_than: timedelta | None = None, storage: str | None = None
+) -> list[str]:
     """Queue again the transfers that have been pending for *older_than*.
 
     This recovers a message lost to a broker outage, or to a crash between
@@ -193,8 +198,9 @@ def bulk_import(
     report = ImportReport()
     names = list(walk(queued.local))
     states = queued.state.get_many(names)
-    todo = [n for n in names if not (states[n] and states[n].is_remote)]
-    report.skipped = [n for n in names if states[n] and states[n].is_remote]
+    remote = {n for n, state in states.items() if state is not None and state.is_remote}
+    todo = [n for n in names if n not in remote]
+    report.skipped = [n for n in names if n in remote]
     if limit is not None:
         todo = todo[:limit]
     started = time.monotonic()

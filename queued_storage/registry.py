@@ -18,6 +18,7 @@ from django.utils.module_loading import import_string
 from .exceptions import UnknownStorage
 
 if TYPE_CHECKING:
+    from .backends import QueuedStorage
     from .base import QueuedStorageBase
 
 # In order of creation: the storages of the project's own models come first,
@@ -54,7 +55,7 @@ def queued_aliases() -> list[str]:
     return aliases
 
 
-def resolve(reference: str) -> QueuedStorageBase:
+def resolve(reference: str) -> QueuedStorage:
     """Return this process's queued storage known as *reference*.
 
     Raise :class:`~queued_storage.exceptions.UnknownStorage` when no storage
@@ -74,4 +75,4 @@ def resolve(reference: str) -> QueuedStorageBase:
             "The worker must run with the same settings and models as the web "
             "process that sent the transfer."
         )
-    return storage
+    return storage  # type: ignore[return-value]

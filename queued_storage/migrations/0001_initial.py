@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
                 ('storage', models.CharField(max_length=200, verbose_name='storage')),
                 ('name', models.CharField(max_length=1024, verbose_name='name')),
                 ('name_hash', models.CharField(editable=False, max_length=64, verbose_name='name hash')),
-                ('status', models.CharField(choices=[('pending', 'pending'), ('transferring', 'transferring'), ('transferred', 'transferred'), ('failed', 'failed'), ('deleted', 'deleted')], default='pending', max_length=16, verbose_name='status')),
+                ('status', models.CharField(choices=[('pending', 'Pending'), ('transferring', 'Transferring'), ('transferred', 'Transferred'), ('failed', 'Failed'), ('deleted', 'Deleted')], default='pending', max_length=16, verbose_name='status')),
                 ('version', models.CharField(max_length=32, verbose_name='version')),
                 ('attempts', models.PositiveIntegerField(default=0, verbose_name='attempts')),
                 ('last_error', models.TextField(blank=True, default='', verbose_name='last error')),

@@ -48,11 +48,11 @@ class Command(BaseCommand):
         verify.add_argument("names", nargs="*", help="Only these file names.")
         bulk = add("import", "Move the local files that are not remote yet.")
         bulk.add_argument("--dry-run", action="store_true")
-        bulk.add_argument("--rate", type=float, help="At most this many files a second.")
-        bulk.add_argument("--limit", type=int, help="At most this many files this run.")
         bulk.add_argument(
-            "--no-progress", action="store_true", help="No progress bar."
+            "--rate", type=float, help="At most this many files a second."
         )
+        bulk.add_argument("--limit", type=int, help="At most this many files this run.")
+        bulk.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -123,7 +123,9 @@ class Command(BaseCommand):
             problems = operations.verify(storage, options["names"] or None)
             found[storage.reference] = {p.name: p.problem for p in problems}
             for problem in problems:
-                self.say(options, f"{storage.reference}: {problem.name}: {problem.problem}")
+                self.say(
+                    options, f"{storage.reference}: {problem.name}: {problem.problem}"
+                )
         total = sum(len(p) for p in found.values())
         self.say(options, f"{total} mismatches.")
         if total and not options["json"]:
@@ -148,11 +150,18 @@ class Command(BaseCommand):
         if show:
             sys.stderr.write("\n")
         verb = "Would move" if options["dry_run"] else "Moved"
-        self.say(options, f"{verb} {len(report.done)} files; "
-                 f"{len(report.skipped)} already remote; {len(report.failed)} failed.")  # fmt: skip
+        counts = (len(report.done), len(report.skipped), len(report.failed))
+        self.say(
+            options,
+            "%s %d files; %d already remote; %d failed." % (verb, *counts),
+        )
         for name, error in report.failed.items():
             self.say(options, f"failed: {name}: {error}")
-        return {"done": report.done, "skipped": len(report.skipped), "failed": report.failed}
+        return {
+            "done": report.done,
+            "skipped": len(report.skipped),
+            "failed": report.failed,
+        }
 
     @staticmethod
     def progress_bar(index: int, total: int, name: str) -> None:
