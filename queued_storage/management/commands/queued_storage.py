@@ -150,10 +150,11 @@ class Command(BaseCommand):
         if show:
             sys.stderr.write("\n")
         verb = "Would move" if options["dry_run"] else "Moved"
-        counts = (len(report.done), len(report.skipped), len(report.failed))
+        done, skipped, failed = (
+            len(report.done), len(report.skipped), len(report.failed)
+        )  # fmt: skip
         self.say(
-            options,
-            "%s %d files; %d already remote; %d failed." % (verb, *counts),
+            options, f"{verb} {done} files; {skipped} already remote; {failed} failed."
         )
         for name, error in report.failed.items():
             self.say(options, f"failed: {name}: {error}")
