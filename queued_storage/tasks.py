@@ -151,18 +151,16 @@ class Transfer(Task):
             reason = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, TransferError) and not exc.retryable:
                 return self.fail(queued, name, moving, reason)
+            if self.deleted(queued, name):
+                # A failed upload may have left part of the file behind.
+                return self.discard(queued, name, extra)
             return self.retry_later(queued, name, moving, reason)
         if not done:
             return self.retry_later(queued, name, moving, "the transfer returned False")
         if not queued.state.compare_and_set(
             name, version, moving.evolve(status=Status.TRANSFERRED, error="")
         ):
-            # Deleted while in flight: do not let the upload bring it back.
-            current = queued.state.get(name)
-            if current is None or current.is_deleted:
-                queued.remote.delete(name)
-            logger.info("Discarded %r: changed while in flight.", name, extra=extra)
-            return False
+            return self.discard(queued, name, extra)
         logger.info("Transferred %r.", name, extra={**extra, "status": Status.TRANSFERRED})
         self.after_transfer(queued, name)
         file_transferred.send(
@@ -170,6 +168,26 @@ class Transfer(Task):
             storage=queued,
         )  # fmt: skip
         return True
+
+    @staticmethod
+    def deleted(queued: QueuedStorageBase, name: str) -> bool:
+        """Return whether *name* was deleted from *queued*."""
+        current = queued.state.get(name)
+        if current is None:
+            # Without the ledger a flushed cache knows nothing: not deleted.
+            return queued.state.ledger
+        return current.is_deleted
+
+    def discard(self, queued: QueuedStorageBase, name: str, extra: dict[str, Any]) -> bool:
+        """Give up on *name*, which changed while its transfer was in flight.
+
+        A file deleted meanwhile must not come back: what the upload wrote to
+        the remote is removed.
+        """
+        if self.deleted(queued, name):
+            queued.remote.delete(name)
+        logger.info("Discarded %r: changed while in flight.", name, extra=extra)
+        return False
 
     def backoff(self, retries: int) -> float:
         """Return the delay before retry number *retries* (0-based), jittered."""
