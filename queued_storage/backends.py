@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import socket
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from django.core.files import File
+from django.core.files import File, locks
 from django.db import transaction
 from django.utils.deconstruct import deconstructible
 
@@ -115,7 +116,12 @@ class QueuedStorage(QueuedStorageBase):
         if not hasattr(content, "chunks"):
             content = File(content, name)
         name = self.get_available_name(self.validate_name(name), max_length)
-        name = self.validate_name(self.local.save(name, content, max_length))
+        try:
+            saved = self.local.save(name, content, max_length)
+        except Exception:
+            self._remove_partial(name)
+            raise
+        name = self.validate_name(saved)
         version = secrets.token_hex(8)
         size = getattr(content, "size", None)
         content_type = getattr(content, "content_type", None) or ""
@@ -125,6 +131,33 @@ class QueuedStorage(QueuedStorageBase):
             lambda: self._queued(name, version), using=self.state.db
         )
         return name
+
+    def _remove_partial(self, name: str) -> None:
+        """Remove what a failed local write left under *name*.
+
+        Django's ``FileSystemStorage`` keeps the part it wrote when the disk
+        fills up midway. A file that another save has recorded, or is still
+        writing (it holds a lock on the file), is left alone.
+        """
+        try:
+            state = self.state.get(name)
+            if state is not None and not state.is_deleted:
+                return
+            try:
+                path = self.local.path(name)
+            except NotImplementedError:
+                self.local.delete(name)
+                return
+            with open(path, "rb") as partial:
+                if locks.lock(partial, locks.LOCK_EX | locks.LOCK_NB):
+                    os.remove(path)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            logger.warning(
+                "Could not remove what the failed save of %r left: %s", name, exc,
+                extra={"file_name": name, "storage": self.reference},
+            )  # fmt: skip
 
     def _queued(self, name: str, version: str) -> None:
         logger.info(
