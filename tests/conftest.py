@@ -60,9 +60,12 @@ def pytest_configure(config: pytest.Config) -> None:
     django.setup()
     # As a project's package __init__ does, so that the app is current.
     import tests.celery_app  # noqa: F401
+
     config._qs_servers = {  # type: ignore[attr-defined]
-        "redis": redis, "memcached": memcached, "s3": s3,
-    }  # fmt: skip
+        "redis": redis,
+        "memcached": memcached,
+        "s3": s3,
+    }
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -90,7 +93,9 @@ def celery_app() -> Any:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(celery_app: Any, django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
+def celery_worker(
+    celery_app: Any, django_db_setup: Any, django_db_blocker: Any
+) -> Iterator[Any]:
     """Run a real Celery worker, consuming from Redis, in a thread."""
     from celery.contrib.testing.worker import start_worker
 

@@ -117,9 +117,7 @@ QUEUED_STORAGE_RETRIES = 2
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {
-        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
-    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "remote_s3": {"BACKEND": "storages.backends.s3.S3Storage"},
     "queued": {
         "BACKEND": "queued_storage.backends.QueuedStorage",

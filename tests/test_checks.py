@@ -13,7 +13,11 @@ def ids(messages):
 
 
 def test_good_configuration_is_silent():
-    messages = [m for m in run_checks(databases=["default"]) if m.id.startswith("queued_storage")]
+    messages = [
+        m
+        for m in run_checks(databases=["default"])
+        if m.id.startswith("queued_storage")
+    ]
     assert messages == []
 
 
@@ -27,7 +31,10 @@ def test_missing_cache_alias():
 
 @pytest.mark.parametrize(
     "backend",
-    ["django.core.cache.backends.locmem.LocMemCache", "django.core.cache.backends.dummy.DummyCache"],
+    [
+        "django.core.cache.backends.locmem.LocMemCache",
+        "django.core.cache.backends.dummy.DummyCache",
+    ],
 )
 def test_process_local_cache(backend):
     with override_settings(CACHES={"default": {"BACKEND": backend}}):
@@ -43,7 +50,9 @@ def test_missing_ledger_table():
 
         editor.delete_model(StoredFile)
         try:
-            assert ids(checks.check_ledger(databases=["default"])) == ["queued_storage.W002"]
+            assert ids(checks.check_ledger(databases=["default"])) == [
+                "queued_storage.W002"
+            ]
             with override_settings(QUEUED_STORAGE_LEDGER=False):
                 assert checks.check_ledger(databases=["default"]) == []
         finally:
@@ -56,9 +65,12 @@ def test_storage_with_bad_backend_and_task():
 
     bad = {
         "BACKEND": "queued_storage.backends.QueuedStorage",
-        "OPTIONS": {"local": "no.such.Storage", "remote": "remote_s3",
-                    "task": "tests.testapp.models.Document"},
-    }  # fmt: skip
+        "OPTIONS": {
+            "local": "no.such.Storage",
+            "remote": "remote_s3",
+            "task": "tests.testapp.models.Document",
+        },
+    }
     with override_settings(STORAGES={**storages.backends, "broken": bad}):
         messages = checks.check_storages()
     assert ids(messages) == ["queued_storage.E002", "queued_storage.E003"]

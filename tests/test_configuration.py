@@ -23,7 +23,9 @@ def test_storage_instance_or_class_is_refused_with_dotted_path_hint(value):
 
 
 def test_unknown_option_names_the_class():
-    with pytest.raises(ImproperlyConfigured, match="QueuedStorage got unknown options: colour"):
+    with pytest.raises(
+        ImproperlyConfigured, match="QueuedStorage got unknown options: colour"
+    ):
         QueuedStorage(local=FS, remote=FS, colour="blue")
 
 
@@ -58,7 +60,9 @@ def test_non_storage_class_is_refused():
 
 
 def test_backends_are_built_lazily_with_their_options_and_kept(tmp_path):
-    storage = QueuedStorage(local=FS, remote=FS, local_options={"location": str(tmp_path)})
+    storage = QueuedStorage(
+        local=FS, remote=FS, local_options={"location": str(tmp_path)}
+    )
     assert "local" not in storage.__dict__
     assert storage.local.location == str(tmp_path)
     assert storage.local is storage.local
@@ -83,20 +87,31 @@ def test_old_s3_name_is_the_same_class():
 
 
 def test_removed_backend_says_what_to_pass():
-    with pytest.raises(ImproperlyConfigured, match="was removed from django-storages. Pass remote="):
+    with pytest.raises(
+        ImproperlyConfigured, match="was removed from django-storages. Pass remote="
+    ):
         QueuedCloudFilesStorage()
     storage = QueuedCloudFilesStorage(remote=FS)
     assert isinstance(storage.remote, FileSystemStorage)
 
 
 def test_deconstruct_gives_path_args_and_kwargs():
-    storage = QueuedStorage(local=FS, remote=FS, remote_options={"location": "/r"}, delayed=True)
+    storage = QueuedStorage(
+        local=FS, remote=FS, remote_options={"location": "/r"}, delayed=True
+    )
     path, args, kwargs = storage.deconstruct()
     assert path == "queued_storage.backends.QueuedStorage"
     assert args == ()
-    assert kwargs == {"local": FS, "remote": FS, "remote_options": {"location": "/r"}, "delayed": True}
+    assert kwargs == {
+        "local": FS,
+        "remote": FS,
+        "remote_options": {"location": "/r"},
+        "delayed": True,
+    }
     assert QueuedS3Storage(delayed=True).deconstruct() == (
-        "queued_storage.backends.QueuedS3Storage", (), {"delayed": True},
+        "queued_storage.backends.QueuedS3Storage",
+        (),
+        {"delayed": True},
     )
 
 
@@ -108,7 +123,9 @@ def test_storages_alias_resolves_and_is_the_reference():
 
 
 def test_alias_with_options_is_refused():
-    storage = QueuedStorage(local=FS, remote="remote_s3", remote_options={"bucket_name": "x"})
+    storage = QueuedStorage(
+        local=FS, remote="remote_s3", remote_options={"bucket_name": "x"}
+    )
     with pytest.raises(ImproperlyConfigured, match="drop remote_options"):
         storage.remote
 
@@ -131,7 +148,9 @@ def test_retry_settings_are_read_when_the_task_runs():
 
 def test_backoff_grows_and_is_capped():
     task = Transfer()
-    with override_settings(QUEUED_STORAGE_RETRY_DELAY=10, QUEUED_STORAGE_RETRY_BACKOFF_MAX=60):
+    with override_settings(
+        QUEUED_STORAGE_RETRY_DELAY=10, QUEUED_STORAGE_RETRY_BACKOFF_MAX=60
+    ):
         delays = [task.backoff(n) for n in range(6)]
     assert 5 <= delays[0] <= 10
     assert 20 <= delays[2] <= 40
@@ -164,17 +183,26 @@ def test_every_public_storage_method_is_proxied():
     from django.core.files.storage import Storage
 
     public = [
-        name for name, value in inspect.getmembers(Storage, inspect.isfunction)
+        name
+        for name, value in inspect.getmembers(Storage, inspect.isfunction)
         if not name.startswith("_")
-    ]  # fmt: skip
+    ]
     assert "is_name_available" in public and "get_modified_time" in public
-    not_proxied = [name for name in public if getattr(QueuedStorage, name) is getattr(Storage, name)]
+    not_proxied = [
+        name
+        for name in public
+        if getattr(QueuedStorage, name) is getattr(Storage, name)
+    ]
     assert not_proxied == []
 
 
 def test_default_reference_ignores_credentials():
-    a = QueuedS3Storage(remote_options={"bucket_name": "b", "access_key": "old", "secret_key": "s1"})
-    b = QueuedS3Storage(remote_options={"bucket_name": "b", "access_key": "new", "secret_key": "s2"})
+    a = QueuedS3Storage(
+        remote_options={"bucket_name": "b", "access_key": "old", "secret_key": "s1"}
+    )
+    b = QueuedS3Storage(
+        remote_options={"bucket_name": "b", "access_key": "new", "secret_key": "s2"}
+    )
     c = QueuedS3Storage(remote_options={"bucket_name": "c", "access_key": "old"})
     assert a.reference == b.reference != c.reference
     assert a.reference.startswith("QueuedS3Storage:")

@@ -38,7 +38,9 @@ def bait(tmp_path, monkeypatch):
 
 def drain(celery_app, unique):
     """Wait until the worker has handled every message sent before this call."""
-    doc = Document.objects.create(file=ContentFile(b"marker", name=f"mark-{unique}.txt"))
+    doc = Document.objects.create(
+        file=ContentFile(b"marker", name=f"mark-{unique}.txt")
+    )
     wait_for(lambda: doc.file.storage.using_remote(doc.file.name))
 
 
@@ -46,23 +48,32 @@ def s3_has(s3_client, key):
     return "Contents" in s3_client.list_objects_v2(Bucket=BUCKET, Prefix=key)
 
 
-def test_forged_messages_import_nothing(celery_worker, celery_app, bait, unique, caplog):
+def test_forged_messages_import_nothing(
+    celery_worker, celery_app, bait, unique, caplog
+):
     forged = [
         # The original app's message: paths and options to import and build.
         {"args": ["x.txt", "key", "qs_bait.Storage", "qs_bait.Storage", {}, {}]},
-        {"kwargs": {"name": "x.txt", "local": "qs_bait.Storage", "remote": "qs_bait.Storage"}},
-        {"kwargs": {"storage": "qs_bait.Storage", "name": "x.txt", "version": "1",
-                    "signature": "forged"}},
-        {"kwargs": {"storage": "qs_bait.Storage", "name": "x.txt", "version": "1",
-                    "signature": message.sign(TASK, "qs_bait.Storage", "x.txt", "1")["signature"]}},
-    ]  # fmt: skip
+        {"kwargs": {"name": "x.txt", "local": "qs_bait.Storage", "remote": "x"}},
+        {
+            "kwargs": {
+                "storage": "qs_bait.Storage",
+                "name": "x.txt",
+                "version": "1",
+                "signature": "forged",
+            }
+        },
+        {"kwargs": message.sign(TASK, "qs_bait.Storage", "x.txt", "1")},
+    ]
     with caplog.at_level(logging.ERROR, logger="queued_storage"):
         for fields in forged:
             celery_app.send_task(TASK, **fields)
         drain(celery_app, unique)
     assert "qs_bait" not in sys.modules
     assert not bait.exists()
-    rejected = [r for r in caplog.records if "Rejected a transfer message" in r.getMessage()]
+    rejected = [
+        r for r in caplog.records if "Rejected a transfer message" in r.getMessage()
+    ]
     # The two messages of another shape never reach the task's code at all.
     assert len(rejected) == 2
 
@@ -89,14 +100,23 @@ def altered(kwargs, **changes):
 @pytest.mark.parametrize(
     "tamper",
     [
-        pytest.param(lambda k: altered(k, name=k["name"] + ".other"), id="altered-name"),
+        pytest.param(
+            lambda k: altered(k, name=k["name"] + ".other"), id="altered-name"
+        ),
         pytest.param(lambda k: altered(k, storage="s3"), id="altered-storage"),
         pytest.param(lambda k: altered(k, version="0" * 16), id="altered-version"),
-        pytest.param(lambda k: altered(k, signature=k["signature"][:-2] + "xx"), id="bad-signature"),
-        pytest.param(lambda k: {x: v for x, v in k.items() if x != "signature"}, id="stripped"),
+        pytest.param(
+            lambda k: altered(k, signature=k["signature"][:-2] + "xx"),
+            id="bad-signature",
+        ),
+        pytest.param(
+            lambda k: {x: v for x, v in k.items() if x != "signature"}, id="stripped"
+        ),
     ],
 )
-def test_tampered_message_is_rejected(celery_worker, celery_app, pending, tamper, s3_client, unique):
+def test_tampered_message_is_rejected(
+    celery_worker, celery_app, pending, tamper, s3_client, unique
+):
     storage, name, version = pending
     storage.local.save(name + ".other", ContentFile(b"other"))
     kwargs = message.sign(TASK, storage.reference, name, version)
@@ -106,9 +126,13 @@ def test_tampered_message_is_rejected(celery_worker, celery_app, pending, tamper
     assert not s3_has(s3_client, name + ".other")
 
 
-def test_message_for_another_task_is_rejected(celery_worker, celery_app, pending, s3_client, unique):
+def test_message_for_another_task_is_rejected(
+    celery_worker, celery_app, pending, s3_client, unique
+):
     storage, name, version = pending
-    kwargs = message.sign("queued_storage.tasks.TransferAndDelete", storage.reference, name, version)
+    kwargs = message.sign(
+        "queued_storage.tasks.TransferAndDelete", storage.reference, name, version
+    )
     celery_app.send_task(TASK, kwargs=kwargs)
     drain(celery_app, unique)
     assert_untouched(storage, name, version, s3_client)
@@ -132,7 +156,9 @@ def test_expired_message_is_rejected(
     assert any("expired" in r.getMessage() for r in caplog.records)
 
 
-def test_signed_message_for_an_unknown_storage_is_rejected(celery_worker, celery_app, pending, s3_client, unique, caplog):
+def test_signed_message_for_an_unknown_storage_is_rejected(
+    celery_worker, celery_app, pending, s3_client, unique, caplog
+):
     storage, name, version = pending
     kwargs = message.sign(TASK, "nobody-configured-this", name, version)
     with caplog.at_level(logging.ERROR, logger="queued_storage"):
@@ -142,7 +168,9 @@ def test_signed_message_for_an_unknown_storage_is_rejected(celery_worker, celery
     assert any("nobody-configured-this" in r.getMessage() for r in caplog.records)
 
 
-def test_replayed_message_is_harmless(celery_worker, celery_app, pending, s3_client, unique):
+def test_replayed_message_is_harmless(
+    celery_worker, celery_app, pending, s3_client, unique
+):
     storage, name, version = pending
     kwargs = message.sign(TASK, storage.reference, name, version)
     for _ in range(3):
@@ -150,7 +178,11 @@ def test_replayed_message_is_harmless(celery_worker, celery_app, pending, s3_cli
     drain(celery_app, unique)
     assert storage.using_remote(name)
     state = storage.get_state(name)
-    assert (state.status, state.version, state.attempts) == (Status.TRANSFERRED, version, 1)
+    assert (state.status, state.version, state.attempts) == (
+        Status.TRANSFERRED,
+        version,
+        1,
+    )
     body = s3_client.get_object(Bucket=BUCKET, Key=name)["Body"].read()
     assert body == b"secret"
 

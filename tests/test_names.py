@@ -10,7 +10,8 @@ from django.core.cache import caches
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile
 from django.test import override_settings
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from queued_storage import message
 from queued_storage.backends import QueuedS3Storage, QueuedStorage
@@ -54,9 +55,11 @@ def roots(tmp_path):
 def storage(roots):
     local, remote = roots
     return QueuedStorage(
-        local=FS, remote=FS,
-        local_options={"location": str(local)}, remote_options={"location": str(remote)},
-    )  # fmt: skip
+        local=FS,
+        remote=FS,
+        local_options={"location": str(local)},
+        remote_options={"location": str(remote)},
+    )
 
 
 def all_files(path):
@@ -112,7 +115,10 @@ def test_s3_key_is_exactly_the_validated_name(tmp_path, s3_client, unique):
     saved = storage.save(name, ContentFile(b"x"))
     assert saved == name
     transfer_file(saved, storage.local, storage.remote)
-    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=BUCKET, Prefix=unique)["Contents"]]
+    keys = [
+        o["Key"]
+        for o in s3_client.list_objects_v2(Bucket=BUCKET, Prefix=unique)["Contents"]
+    ]
     assert keys == [f"{unique}/{name}"]
 
 
@@ -134,9 +140,12 @@ def test_uploads_get_the_configured_permissions_whatever_the_umask(storage, root
         with override_settings(
             FILE_UPLOAD_PERMISSIONS=0o640, FILE_UPLOAD_DIRECTORY_PERMISSIONS=0o750
         ):
-            fresh = QueuedStorage(local=FS, remote=FS,
-                                  local_options={"location": str(roots[0])},
-                                  remote_options={"location": str(roots[1])})  # fmt: skip
+            fresh = QueuedStorage(
+                local=FS,
+                remote=FS,
+                local_options={"location": str(roots[0])},
+                remote_options={"location": str(roots[1])},
+            )
             name = fresh.local.save("deep/dir/file.txt", ContentFile(b"x"))
             path = Path(fresh.local.path(name))
             assert path.stat().st_mode & 0o777 == 0o640
@@ -152,16 +161,22 @@ names = st.lists(segment, min_size=1, max_size=4).map("/".join) | st.text(max_si
 
 
 @pytest.mark.django_db(transaction=True)
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(name=names)
 def test_generated_names_stay_inside_the_roots_and_round_trip(name):
     work = Path(tempfile.mkdtemp(prefix="qs-names-"))
     local, remote = work / "local", work / "remote"
     storage = QueuedStorage(
-        local=FS, remote=FS, delayed=True,
-        local_options={"location": str(local)}, remote_options={"location": str(remote)},
-    )  # fmt: skip
+        local=FS,
+        remote=FS,
+        delayed=True,
+        local_options={"location": str(local)},
+        remote_options={"location": str(remote)},
+    )
     try:
         validate_name(name)
     except InvalidFileName:
@@ -191,7 +206,9 @@ def test_generated_names_stay_inside_the_roots_and_round_trip(name):
     assert saved == name
     version = storage.get_state(saved).version
     assert version
-    assert Transfer().run(**message.sign(Transfer.name, storage.reference, saved, version))
+    assert Transfer().run(
+        **message.sign(Transfer.name, storage.reference, saved, version)
+    )
     assert storage.using_remote(saved)
     files = all_files(work)
     assert files == sorted([local / name, remote / name])

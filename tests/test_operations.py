@@ -6,7 +6,6 @@ import os
 import pty
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,8 @@ from queued_storage.backends import QueuedS3Storage
 from queued_storage.models import StoredFile
 from queued_storage.state import Status
 from tests.conftest import wait_for
-from tests.testapp.tasks import BrokenUntilFixed
 from tests.testapp.models import Deferred, Document, Flaky
+from tests.testapp.tasks import BrokenUntilFixed
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "queued-storage-tests"
@@ -65,8 +64,12 @@ def test_reconcile_requeues_stale_pending_files(celery_worker, unique):
     name, storage = doc.file.name, doc.file.storage
     assert storage.get_state(name).status == Status.PENDING
     StoredFile.objects.filter(name=name).update(status=Status.PENDING)
-    assert run("reconcile", "--older-than", "3600") == "Queued 0 stale transfers again.\n"
-    result = json.loads(run("reconcile", "--older-than", "0", "--json", "--storage", "s3"))
+    assert (
+        run("reconcile", "--older-than", "3600") == "Queued 0 stale transfers again.\n"
+    )
+    result = json.loads(
+        run("reconcile", "--older-than", "0", "--json", "--storage", "s3")
+    )
     assert name in result["queued"]
     wait_for(lambda: storage.using_remote(name))
 
@@ -74,7 +77,9 @@ def test_reconcile_requeues_stale_pending_files(celery_worker, unique):
 def test_reconcile_lists_untracked_local_files(unique):
     storage = Deferred._meta.get_field("file").storage
     storage.local.save(f"later/stray-{unique}.txt", ContentFile(b"x"))
-    result = json.loads(run("reconcile", "--untracked", "--json", "--storage", "s3-delayed"))
+    result = json.loads(
+        run("reconcile", "--untracked", "--json", "--storage", "s3-delayed")
+    )
     assert f"later/stray-{unique}.txt" in result["untracked"]["s3-delayed"]
 
 
@@ -95,7 +100,10 @@ def test_verify_reports_a_changed_remote_copy(celery_worker, s3_client, unique):
     doc = Document.objects.create(file=ContentFile(b"original", name=f"{unique}.txt"))
     name = doc.file.name
     wait_for(lambda: doc.file.storage.using_remote(name))
-    assert json.loads(run("verify", "--json", "--storage", "s3", name))["mismatches"]["s3"] == {}
+    assert (
+        json.loads(run("verify", "--json", "--storage", "s3", name))["mismatches"]["s3"]
+        == {}
+    )
     s3_client.put_object(Bucket=BUCKET, Key=name, Body=b"tampered with!")
     result = json.loads(run("verify", "--json", "--storage", "s3", name))
     assert "14 bytes" in result["mismatches"]["s3"][name]
@@ -125,7 +133,9 @@ def import_storage(tmp_path, unique):
 
 
 def remote_count(s3_client, prefix):
-    pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    pages = s3_client.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix=prefix
+    )
     return sum(len(page.get("Contents", ())) for page in pages)
 
 
@@ -192,13 +202,27 @@ def test_admin_lists_filters_and_acts(client, django_user_model, celery_worker, 
 
 def test_import_shows_a_progress_bar_on_a_terminal(import_storage):
     primary, replica = pty.openpty()
-    command = [sys.executable, "-m", "django", "queued_storage", "import",
-               "--storage", "s3-import-tty"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "django",
+        "queued_storage",
+        "import",
+        "--storage",
+        "s3-import-tty",
+    ]
     process = subprocess.Popen(
-        command, cwd=ROOT, stdin=replica, stdout=replica, stderr=replica,
-        env={**os.environ, "QS_TEST_WORKER": "1",
-             "QS_TEST_IMPORT_DIR": str(import_storage.local.location)},
-    )  # fmt: skip
+        command,
+        cwd=ROOT,
+        stdin=replica,
+        stdout=replica,
+        stderr=replica,
+        env={
+            **os.environ,
+            "QS_TEST_WORKER": "1",
+            "QS_TEST_IMPORT_DIR": str(import_storage.local.location),
+        },
+    )
     os.close(replica)
     output = b""
     while True:

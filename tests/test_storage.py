@@ -131,7 +131,9 @@ def test_cache_miss_is_answered_by_the_ledger(storage):
     assert caches["default"].get(storage.get_cache_key(name)) is not None
 
 
-def test_cache_miss_without_ledger_probes_once_and_remembers(storage, s3_client, unique):
+def test_cache_miss_without_ledger_probes_once_and_remembers(
+    storage, s3_client, unique
+):
     with override_settings(QUEUED_STORAGE_LEDGER=False):
         key = f"t-{unique}/elsewhere.txt"
         s3_client.put_object(Bucket=BUCKET, Key=key, Body=b"remote")
@@ -163,7 +165,9 @@ def test_reads_follow_the_state(fs_storage):
     fs_storage.remote.save(name, ContentFile(b"remote bytes!"))
     assert fs_storage.size(name) == 11
     assert fs_storage.path(name) == fs_storage.local.path(name)
-    assert fs_storage.get_modified_time(name) == fs_storage.local.get_modified_time(name)
+    assert fs_storage.get_modified_time(name) == fs_storage.local.get_modified_time(
+        name
+    )
     state = fs_storage.get_state(name)
     assert fs_storage.state.compare_and_set(
         name, state.version, state.evolve(status=Status.TRANSFERRED, size=13)
@@ -173,7 +177,9 @@ def test_reads_follow_the_state(fs_storage):
     assert fs_storage.size(name) == 13
     assert fs_storage.path(name) == fs_storage.remote.path(name)
     for method in ("get_accessed_time", "get_created_time", "get_modified_time"):
-        assert getattr(fs_storage, method)(name) == getattr(fs_storage.remote, method)(name)
+        assert getattr(fs_storage, method)(name) == getattr(fs_storage.remote, method)(
+            name
+        )
     with fs_storage.open(name) as handle:
         assert handle.read() == b"remote bytes!"
 
@@ -213,7 +219,9 @@ def test_save_respects_max_length(storage):
 def test_transfer_of_a_remote_file_sends_nothing(fs_storage):
     name = fs_storage.save("done.txt", ContentFile(b"x"))
     state = fs_storage.get_state(name)
-    fs_storage.state.compare_and_set(name, state.version, state.evolve(status=Status.TRANSFERRED))
+    fs_storage.state.compare_and_set(
+        name, state.version, state.evolve(status=Status.TRANSFERRED)
+    )
     assert fs_storage.transfer(name) is None
     with pytest.raises(FileNotFoundError):
         fs_storage.transfer("missing.txt")

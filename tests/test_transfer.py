@@ -138,5 +138,7 @@ def test_streams_to_s3_in_bounded_reads(tmp_path, servers, unique):
     local.save("big.bin", ContentFile(data))
     WatchedFile.reads.clear()
     transfer_file("big.bin", local, remote)
-    assert WatchedFile.reads and all(0 < size <= 8 * 1024 * 1024 for size in WatchedFile.reads)
+    assert WatchedFile.reads and all(
+        0 < size <= 8 * 1024 * 1024 for size in WatchedFile.reads
+    )
     assert remote.size("big.bin") == len(data)

@@ -9,8 +9,8 @@ from queued_storage.backends import QueuedS3Storage
 from queued_storage.signals import file_transferred, local_deleted, transfer_failed
 from queued_storage.state import Status
 from tests.conftest import wait_for
-from tests.testapp.tasks import BrokenUntilFixed
 from tests.testapp.models import Deferred, Document, Flaky, Scratch
+from tests.testapp.tasks import BrokenUntilFixed
 
 BUCKET = "queued-storage-tests"
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -64,7 +64,9 @@ def test_field_file_goes_local_then_remote(celery_worker, s3_client, received, u
     assert storage.local.exists(name)
 
 
-def test_transfer_and_delete_removes_the_local_copy(celery_worker, s3_client, received, unique):
+def test_transfer_and_delete_removes_the_local_copy(
+    celery_worker, s3_client, received, unique
+):
     item = Scratch.objects.create(file=ContentFile(b"bye", name=f"{unique}.txt"))
     name, storage = item.file.name, item.file.storage
     wait_for(lambda: any(signal == "local_deleted" for signal, _ in received))
@@ -88,7 +90,9 @@ class RecordingLocal(FileSystemStorage):
         super().delete(name)
 
 
-def test_state_flips_to_remote_before_the_local_copy_goes(celery_worker, tmp_path, unique):
+def test_state_flips_to_remote_before_the_local_copy_goes(
+    celery_worker, tmp_path, unique
+):
     storage = QueuedS3Storage(
         local="tests.test_worker.RecordingLocal",
         local_options={"location": str(tmp_path)},
@@ -96,7 +100,7 @@ def test_state_flips_to_remote_before_the_local_copy_goes(celery_worker, tmp_pat
     )
     RecordingLocal.queued = storage
     RecordingLocal.seen.clear()
-    name = storage.save(f"flip-{unique}.txt", ContentFile(b"x"))
+    storage.save(f"flip-{unique}.txt", ContentFile(b"x"))
     wait_for(lambda: RecordingLocal.seen)
     assert RecordingLocal.seen == [True]
 
@@ -115,10 +119,14 @@ def test_delayed_storage_moves_only_when_asked(celery_worker, s3_client, unique)
     assert s3_body(s3_client, name) == b"later"
 
 
-def test_task_returning_false_retries_then_gives_up(celery_worker, s3_client, received, unique):
+def test_task_returning_false_retries_then_gives_up(
+    celery_worker, s3_client, received, unique
+):
     item = Flaky.objects.create(file=ContentFile(b"stuck", name=f"{unique}.txt"))
     name, storage = item.file.name, item.file.storage
-    state = wait_for(lambda: (s := storage.get_state(name)).status == Status.FAILED and s, timeout=60)
+    state = wait_for(
+        lambda: (s := storage.get_state(name)).status == Status.FAILED and s, timeout=60
+    )
     # One first try and QUEUED_STORAGE_RETRIES (2 in the tests) retries.
     assert state.attempts == 3
     assert state.error == "the transfer returned False"
@@ -146,7 +154,9 @@ def test_failed_transfer_can_be_retried(celery_worker, unique):
     assert storage.get_state(name).version != failed_version
 
 
-def test_file_deleted_before_the_worker_runs_is_skipped(celery_worker, s3_client, unique):
+def test_file_deleted_before_the_worker_runs_is_skipped(
+    celery_worker, s3_client, unique
+):
     item = Deferred.objects.create(file=ContentFile(b"x", name=f"{unique}.txt"))
     name, storage = item.file.name, item.file.storage
     version = storage.get_state(name).version
@@ -185,4 +195,7 @@ def test_log_records_name_storage_attempt_and_status(celery_worker, caplog, uniq
     statuses = [r.status for r in records if getattr(r, "file_name", None) == name]
     assert statuses == ["pending", "transferring", "transferred", "deleted"]
     assert all(r.storage == "s3" for r in records if hasattr(r, "file_name"))
-    assert [r.attempt for r in records if r.getMessage().startswith("Transferr")] == [1, 1]
+    assert [r.attempt for r in records if r.getMessage().startswith("Transferr")] == [
+        1,
+        1,
+    ]

@@ -35,7 +35,9 @@ def worker_process(unique):
 
 
 def test_worker_process_moves_files(worker_process, s3_client, unique):
-    doc = Document.objects.create(file=ContentFile(b"via process", name=f"{unique}.txt"))
+    doc = Document.objects.create(
+        file=ContentFile(b"via process", name=f"{unique}.txt")
+    )
     item = Scratch.objects.create(file=ContentFile(b"and gone", name=f"{unique}.txt"))
     for field in (doc.file, item.file):
         wait_for(lambda f=field: f.storage.using_remote(f.name), timeout=60)
