@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from django.core.files.storage import Storage
 
-from .exceptions import LocalFileMissing, NameChanged, RemoteConflict, VerificationFailed
+from .exceptions import (
+    LocalFileMissing,
+    NameChanged,
+    RemoteConflict,
+    VerificationFailed,
+)
 
 logger = logging.getLogger("queued_storage")
 
@@ -33,6 +39,34 @@ def _describe(storage: Storage) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def local_size(name: str, local: Storage, remote: Storage) -> int | TransferResult:
+    """Return the size of the local copy of *name*.
+
+    Return a finished :class:`TransferResult` instead when the local copy is
+    gone but the remote holds the file (a ``TransferAndDelete`` may have
+    removed it after the upload); raise when neither has it.
+    """
+    try:
+        return local.size(name)
+    except (FileNotFoundError, OSError) as exc:
+        if remote.exists(name):
+            return TransferResult(name, remote.size(name), uploaded=False)
+        raise LocalFileMissing(
+            f"The local copy of {name!r} cannot be read by this worker "
+            f"({_describe(local)}: {exc}). Workers must see the local storage of "
+            "the web process that saved the file: share the volume, or route "
+            "transfers to a queue per host (QUEUED_STORAGE_PER_HOST_QUEUE)."
+        ) from exc
+
+
+def conflict(name: str, remote: Storage) -> RemoteConflict:
+    return RemoteConflict(
+        f"{_describe(remote)} already holds a different object named "
+        f"{name!r}; it was not overwritten. Remove or rename it there, "
+        "then retry the transfer."
+    )
+
+
 def transfer_file(
     name: str,
     local: Storage,
@@ -40,6 +74,7 @@ def transfer_file(
     *,
     replace: bool = False,
     content_type: str = "",
+    conditional_writes: bool = True,
 ) -> TransferResult:
     """Copy *name* from *local* to *remote* under the same name, streaming it.
 
@@ -51,27 +86,28 @@ def transfer_file(
     done, since a ``TransferAndDelete`` may have removed it after the upload.
     *content_type*, the type the upload declared, is offered to the remote
     (the local copy alone knows only its name).
+
+    An ``S3Storage`` remote is written with its own client, bucket and object
+    parameters in as few requests as the file allows (see
+    :mod:`queued_storage.transfer_s3`). With *conditional_writes* false it
+    asks whether the key exists before writing, for S3-compatible servers
+    that ignore ``If-None-Match``.
     """
-    try:
-        size = local.size(name)
-    except (FileNotFoundError, OSError) as exc:
-        if remote.exists(name):
-            return TransferResult(name, remote.size(name), uploaded=False)
-        raise LocalFileMissing(
-            f"The local copy of {name!r} cannot be read by this worker "
-            f"({_describe(local)}: {exc}). Workers must see the local storage of "
-            "the web process that saved the file: share the volume, or route "
-            "transfers to a queue per host (QUEUED_STORAGE_PER_HOST_QUEUE)."
-        ) from exc
+    from . import transfer_s3
+
+    if transfer_s3.applies_to(remote):
+        return transfer_s3.transfer(
+            name, local, remote, replace=replace, content_type=content_type,
+            conditional=conditional_writes,
+        )  # fmt: skip
+    size = local_size(name, local, remote)
+    if isinstance(size, TransferResult):
+        return size
     if remote.exists(name):
         if remote.size(name) == size:
             return TransferResult(name, size, uploaded=False)
         if not replace:
-            raise RemoteConflict(
-                f"{_describe(remote)} already holds a different object named "
-                f"{name!r}; it was not overwritten. Remove or rename it there, "
-                "then retry the transfer."
-            )
+            raise conflict(name, remote)
         remote.delete(name)
     with local.open(name, "rb") as content:
         if content_type:
@@ -85,9 +121,14 @@ def transfer_file(
             "removed. The remote must keep names unchanged (check its "
             "file_overwrite or get_available_name behaviour)."
         )
-    remote_size = remote.size(name)
+    verify_size(name, remote.size(name), size)
+    return TransferResult(name, size, uploaded=True)
+
+
+def verify_size(name: str, remote_size: Any, size: int) -> None:
+    """Raise unless the remote copy of *name* has the local copy's *size*."""
     if remote_size != size:
         raise VerificationFailed(
-            f"The remote copy of {name!r} has {remote_size} bytes, the local one {size}."
+            f"The remote copy of {name!r} has {remote_size} bytes, "
+            f"the local one {size}."
         )
-    return TransferResult(name, size, uploaded=True)

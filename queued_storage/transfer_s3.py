@@ -1,0 +1,316 @@
+"""The transfer to an ``S3Storage``, written with the storage's own client.
+
+Through ``S3Storage.save()`` a small file costs four requests (a ``HEAD``
+before, another for ``get_available_name``, the upload through boto3's
+transfer manager, a ``HEAD`` after) and a large one keeps up to ten 8 MiB
+parts in memory. Here a file up to the storage's multipart threshold is one
+``PutObject`` with ``If-None-Match: *``, which S3 refuses with 412 when the
+key exists (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html),
+so nothing is ever overwritten unasked. A larger file is uploaded part by
+part, with at most 32 MiB of parts in memory and in flight, after a
+``HEAD``, and completed with the same condition. Every request carries the
+MD5 of its body, so S3 refuses a damaged one, and the returned ETag is
+checked against the MD5 of what was read; where the ETag is no MD5 (KMS or
+customer keys), the size is checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.files.storage import Storage
+
+from .exceptions import NameChanged, VerificationFailed
+from .transfer import TransferResult, _describe, conflict, local_size, verify_size
+
+MIB = 1024 * 1024
+#: The largest read from the local file.
+READ_SIZE = 8 * MIB
+#: The largest body kept in memory: a single upload or one part.
+BODY_LIMIT = 16 * MIB
+#: The most bytes of parts read ahead and in flight at once.
+IN_FLIGHT = 32 * MIB
+#: S3's smallest part (but the last) and largest number of parts.
+MIN_PART, MAX_PARTS = 5 * MIB, 10_000
+#: Parameters that reading, uploading a part and completing also need.
+KEY_PARAMETERS = (
+    "SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5",
+    "RequestPayer", "ExpectedBucketOwner",
+)  # fmt: skip
+
+
+def applies_to(remote: Storage) -> bool:
+    """Return whether *remote* is an ``S3Storage`` that writes as its base does.
+
+    A subclass that changes how files are saved or named, or a storage that
+    compresses what it stores, takes the generic path.
+    """
+    try:
+        from storages.backends.s3 import S3Storage  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        return False
+    cls = type(remote)
+    return (
+        isinstance(remote, S3Storage)
+        and all(
+            getattr(cls, method) is getattr(S3Storage, method)
+            for method in ("save", "_save", "get_available_name")
+        )
+        and not getattr(remote, "gzip", False)
+    )
+
+
+@dataclass
+class S3Object:
+    """The object *key* of *bucket*, written with *params*."""
+
+    client: Any
+    bucket: str
+    key: str
+    params: dict[str, Any]
+
+    @property
+    def key_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.params.items() if k in KEY_PARAMETERS}
+
+    def head(self) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError  # type: ignore[import-untyped,unused-ignore]
+
+        try:
+            return dict(
+                self.client.head_object(
+                    Bucket=self.bucket, Key=self.key, **self.key_params
+                )
+            )
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise
+
+    def put(
+        self, body: bytes | bytearray, digest: bytes, condition: dict[str, str]
+    ) -> str:
+        response = self.client.put_object(
+            Bucket=self.bucket, Key=self.key, Body=body,
+            ContentMD5=base64.b64encode(digest).decode(), **condition, **self.params,
+        )  # fmt: skip
+        return str(response.get("ETag", ""))
+
+    def multipart(
+        self,
+        content: Any,
+        size: int,
+        part_size: int,
+        condition: dict[str, str],
+        digests: list[bytes],
+        workers: int,
+    ) -> str:
+        """Upload *size* bytes of *content* in parts; return the object's ETag.
+
+        At most *workers* parts are read ahead and in flight at once. The MD5
+        of each part is appended to *digests*.
+        """
+        # As boto3's transfer manager does: S3 checks each part's CRC32, and
+        # a server that keeps per-part checksums need not compute them again.
+        checksum = {}
+        config = self.client.meta.config
+        if self.params.get("ChecksumAlgorithm"):
+            checksum = {"ChecksumAlgorithm": self.params["ChecksumAlgorithm"]}
+        elif getattr(config, "request_checksum_calculation", "") == "when_supported":
+            checksum = {"ChecksumAlgorithm": "CRC32"}
+        upload = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=self.key, **{**self.params, **checksum}
+        )
+        where = {"Bucket": self.bucket, "Key": self.key, "UploadId": upload["UploadId"]}
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                sent: list[Future[dict[str, Any]]] = []
+                pending: set[Future[dict[str, Any]]] = set()
+                done = 0
+                while done < size:
+                    if len(pending) >= workers:
+                        # Read no further until a part is out of memory.
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            future.result()  # Stop at the first error.
+                    body = read_exactly(content, min(part_size, size - done))
+                    done += len(body)
+                    digests.append(hashlib.md5(body, usedforsecurity=False).digest())
+                    number = len(sent) + 1
+                    sent.append(
+                        pool.submit(
+                            self.part, where, number, body, digests[-1], checksum
+                        )
+                    )
+                    pending.add(sent[-1])
+                    del body
+                ensure_end(content)
+                parts = [future.result() for future in sent]
+            response = self.client.complete_multipart_upload(
+                **where, MultipartUpload={"Parts": parts}, **condition,
+                **self.key_params,
+            )  # fmt: skip
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(**where, **self.key_params)
+            except Exception:  # noqa: S110 - the first error is the one to tell
+                pass
+            raise
+        return str(response.get("ETag", ""))
+
+    def part(
+        self,
+        where: dict[str, Any],
+        number: int,
+        body: bytes | bytearray,
+        digest: bytes,
+        checksum: dict[str, str],
+    ) -> dict[str, Any]:
+        """Upload part *number* of the upload *where*; return what completes it."""
+        response = self.client.upload_part(
+            **where, PartNumber=number, Body=body,
+            ContentMD5=base64.b64encode(digest).decode(), **checksum, **self.key_params,
+        )  # fmt: skip
+        done = {"ETag": response["ETag"], "PartNumber": number}
+        if checksum:
+            member = f"Checksum{checksum['ChecksumAlgorithm'].upper()}"
+            if member in response:
+                done[member] = response[member]
+        return done
+
+
+def read_exactly(content: Any, size: int) -> bytes | bytearray:
+    """Read *size* bytes of *content*, in reads of at most READ_SIZE."""
+    first = content.read(min(READ_SIZE, size)) if size else b""
+    if len(first) == size:
+        return first  # One read and no copy, the usual case.
+    body = bytearray(first)
+    while len(body) < size:
+        chunk = content.read(min(READ_SIZE, size - len(body)))
+        if not chunk:
+            raise VerificationFailed(
+                f"The local copy ended after {len(body)} of {size} bytes while it "
+                "was read; it is being written to."
+            )
+        body += chunk
+    return body
+
+
+def ensure_end(content: Any) -> None:
+    """Raise if *content* goes on: the local copy grew while it was read."""
+    if content.read(1):
+        raise VerificationFailed(
+            "The local copy grew while it was read; it is being written to."
+        )
+
+
+def _etag(digests: list[bytes]) -> str:
+    """Return the ETag S3 gives an unencrypted object uploaded as *digests*."""
+    if len(digests) == 1:
+        return digests[0].hex()
+    combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
+    return f"{combined}-{len(digests)}"
+
+
+def _etag_is_md5(head: dict[str, Any]) -> bool:
+    encryption = str(head.get("ServerSideEncryption", ""))
+    return not encryption.startswith("aws:kms") and not head.get("SSECustomerAlgorithm")
+
+
+def _matches(head: dict[str, Any], size: int, etag: str | None) -> bool:
+    """Return whether the object described by *head* is our file.
+
+    The ETag decides when both are MD5s of the same kind (single or of as
+    many parts); otherwise the size does, as for any other storage.
+    """
+    if head.get("ContentLength") != size:
+        return False
+    theirs = str(head.get("ETag", "")).strip('"')
+    comparable = (
+        etag is not None
+        and _etag_is_md5(head)
+        and theirs.partition("-")[2] == etag.partition("-")[2]
+    )
+    return theirs == etag if comparable else True
+
+
+def _supports_if_none_match(client: Any) -> bool:
+    """Return whether this botocore knows ``PutObject``'s ``IfNoneMatch``."""
+    shape = client.meta.service_model.operation_model("PutObject").input_shape
+    return "IfNoneMatch" in shape.members
+
+
+def transfer(
+    name: str,
+    local: Storage,
+    remote: Any,
+    *,
+    replace: bool,
+    content_type: str,
+    conditional: bool,
+) -> TransferResult:
+    """Copy *name* from *local* to the ``S3Storage`` *remote*; see the module."""
+    from botocore.exceptions import ClientError  # type: ignore[import-untyped,unused-ignore]
+    from storages.utils import clean_name  # type: ignore[import-untyped,unused-ignore]
+
+    if clean_name(name) != name:
+        raise NameChanged(
+            f"{_describe(remote)} would store {name!r} as {clean_name(name)!r}; "
+            "nothing was uploaded. Use names that need no cleaning."
+        )
+    size = local_size(name, local, remote)
+    if isinstance(size, TransferResult):
+        return size
+    key = remote._normalize_name(name)
+    client = remote.connection.meta.client
+    conditional = conditional and _supports_if_none_match(client)
+    config = remote.transfer_config
+    single = size <= min(config.multipart_threshold, BODY_LIMIT)
+    part_size = max(
+        MIN_PART, min(config.multipart_chunksize, BODY_LIMIT), -(-size // MAX_PARTS)
+    )
+    with local.open(name, "rb") as content:
+        if content_type:
+            content.content_type = content_type
+        target = S3Object(
+            client, remote.bucket_name, key, remote._get_write_parameters(key, content)
+        )
+        if not replace and not (single and conditional):
+            # A large file is not read only to learn that it is already there.
+            existing = target.head()
+            if existing is not None:
+                if _matches(existing, size, None):
+                    return TransferResult(name, size, uploaded=False)
+                raise conflict(name, remote)
+        condition = {"IfNoneMatch": "*"} if conditional and not replace else {}
+        digests: list[bytes] = []
+        try:
+            if single:
+                body = read_exactly(content, size)
+                ensure_end(content)
+                digests.append(hashlib.md5(body, usedforsecurity=False).digest())
+                etag = target.put(body, digests[0], condition)
+            else:
+                workers = min(config.max_request_concurrency, IN_FLIGHT // part_size)
+                if not config.use_threads:
+                    workers = 1
+                etag = target.multipart(
+                    content, size, part_size, condition, digests, max(1, workers)
+                )
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 412:
+                raise
+            existing = target.head()
+            ours = _etag(digests) if digests else None
+            if existing is not None and _matches(existing, size, ours):
+                return TransferResult(name, size, uploaded=False)
+            raise conflict(name, remote) from None
+    if etag.strip('"') != _etag(digests):
+        # Not an MD5 (KMS or customer keys): the size on the remote decides.
+        head = target.head()
+        verify_size(name, head and head.get("ContentLength"), size)
+    return TransferResult(name, size, uploaded=True)
