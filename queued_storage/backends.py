@@ -87,8 +87,7 @@ class QueuedStorage(QueuedStorageBase):
                     "deciding from the recorded states.", name, type(exc).__name__,
                     extra={"file_name": name, "storage": self.reference},
                 )  # fmt: skip
-        state = self.state.get(name)
-        return state is None or state.is_deleted
+        return not self.state.in_use(name)
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         """Return a name free on both storages, based on *name*."""

@@ -189,6 +189,20 @@ class StateStore:
             self._cache_set_many(refill)
         return found
 
+    def in_use(self, name: str) -> bool:
+        """Return whether a file that is not deleted is recorded as *name*.
+
+        With the ledger on, one indexed query answers: every recorded state
+        is in the ledger, and a name not yet used, the common case, misses
+        the cache and would cost that query after a cache round trip. Without
+        the ledger, the cache answers.
+        """
+        if self.ledger:
+            rows = self._rows().filter(name_hash=name_hash(name))
+            return bool(rows.exclude(status=Status.DELETED).exists())
+        state = FileState.from_cache(self._cache_get(self.key(name)))
+        return state is not None and not state.is_deleted
+
     # Writes ---------------------------------------------------------------
 
     def record(self, name: str, state: FileState, *, host: str = "") -> None:
