@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -81,18 +82,19 @@ def median_ms(result: dict[str, Any]) -> float:
 
 @contextmanager
 def redis_round_trips() -> Iterator[list[int]]:
-    """Count the requests written to any Redis connection in this process.
+    """Count the requests this thread writes to any Redis connection.
 
     A pipeline is written at once and counts as one round trip, which is what
     it costs. The count is in the first item of the yielded list.
     """
     from redis.connection import AbstractConnection
 
-    counter = [0]
+    counter, caller = [0], threading.get_ident()
     original = AbstractConnection.send_packed_command
 
     def send_packed_command(self: Any, *args: Any, **kwargs: Any) -> Any:
-        counter[0] += 1
+        if threading.get_ident() == caller:
+            counter[0] += 1
         return original(self, *args, **kwargs)
 
     AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
