@@ -149,8 +149,14 @@ class StateStore:
         if not mapping:
             return
         values = {key: state.to_cache() for key, state in mapping.items()}
+        timeout = settings.QUEUED_STORAGE_CACHE_TIMEOUT
         try:
-            self.cache.set_many(values, timeout=settings.QUEUED_STORAGE_CACHE_TIMEOUT)
+            if len(values) == 1:
+                # One key is one plain SET; set_many() wraps it in a
+                # transaction (Redis) or a batch that costs more.
+                self.cache.set(*values.popitem(), timeout=timeout)
+            else:
+                self.cache.set_many(values, timeout=timeout)
         except Exception as exc:
             logger.warning("Cache unavailable, state not cached: %s", exc)
 
