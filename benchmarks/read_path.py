@@ -56,9 +56,14 @@ def batch_cases(storage: Any, names: list[str], suffix: str = "") -> list[Case]:
         for name in names:
             storage.url(name)
 
+    def remote_only(i: int) -> None:
+        for name in names:
+            storage.remote.url(name)
+
     return [
         Case(f"urls_batch{suffix}", lambda i: storage.urls(names)),
         Case(f"url_loop{suffix}", one_by_one),
+        Case(f"remote_url_loop{suffix}", remote_only),
     ]
 
 
@@ -126,5 +131,11 @@ def run(bench: Bench) -> dict[str, Any]:
         / median_ms(batched["urls_batch"]),
         "urls_speedup_custom_domain": median_ms(batched["url_loop_custom_domain"])
         / median_ms(batched["urls_batch_custom_domain"]),
+        # What urls() costs over the remote storage's own url() of each name.
+        "urls_versus_remote_urls": {
+            kind: median_ms(batched[f"urls_batch{suffix}"])
+            / median_ms(batched[f"remote_url_loop{suffix}"])
+            for kind, suffix in (("s3", ""), ("custom_domain", "_custom_domain"))
+        },
         "counts": counts,
     }
