@@ -310,7 +310,15 @@ def transfer(
                 return TransferResult(name, size, uploaded=False)
             raise conflict(name, remote) from None
     if etag.strip('"') != _etag(digests):
-        # Not an MD5 (KMS or customer keys): the size on the remote decides.
         head = target.head()
-        verify_size(name, head and head.get("ContentLength"), size)
+        if head is None or _etag_is_md5(head):
+            # What S3 stored is not what was read: damaged on the way. The
+            # object is this upload's own; remove it so a retry can upload.
+            client.delete_object(Bucket=remote.bucket_name, Key=key, **target.key_params)
+            raise VerificationFailed(
+                f"The remote copy of {name!r} has the ETag {etag}, not the MD5 "
+                f"{_etag(digests)} of the bytes read; it was removed."
+            )
+        # Not an MD5 (KMS or customer keys): the size on the remote decides.
+        verify_size(name, head.get("ContentLength"), size)
     return TransferResult(name, size, uploaded=True)
