@@ -81,9 +81,11 @@ def transfer_file(
     The remote copy is verified to have the local copy's size before this
     returns. A remote object already under *name* with the same size counts
     as done; one of another size raises
-    :class:`~queued_storage.exceptions.RemoteConflict` unless *replace* is
-    true. A missing local copy with a matching remote one also counts as
-    done, since a ``TransferAndDelete`` may have removed it after the upload.
+    :class:`~queued_storage.exceptions.RemoteConflict`. With *replace* (the
+    local storage replaces files saved again) the remote object may be an
+    older version of any size, and is replaced. A missing local copy with a
+    matching remote one also counts as done, since a ``TransferAndDelete``
+    may have removed it after the upload.
     *content_type*, the type the upload declared, is offered to the remote
     (the local copy alone knows only its name).
 
@@ -104,11 +106,13 @@ def transfer_file(
     if isinstance(size, TransferResult):
         return size
     if remote.exists(name):
-        if remote.size(name) == size:
+        if replace:
+            # Perhaps an older version of the same size: only bytes could tell.
+            remote.delete(name)
+        elif remote.size(name) == size:
             return TransferResult(name, size, uploaded=False)
-        if not replace:
+        else:
             raise conflict(name, remote)
-        remote.delete(name)
     with local.open(name, "rb") as content:
         if content_type:
             content.content_type = content_type  # type: ignore[attr-defined]
