@@ -110,6 +110,7 @@ class Transfer(Task):
             name, local, remote,
             replace=kwargs.get("replace", False),
             content_type=kwargs.get("content_type", ""),
+            size=kwargs.get("size"),
         )  # fmt: skip
         return True
 
@@ -145,6 +146,7 @@ class Transfer(Task):
             done = self.transfer(
                 name, queued.local, queued.remote,
                 replace=queued.overwrites, content_type=state.content_type,
+                size=state.size,
             )  # fmt: skip
         except Exception as exc:
             # The class names the cause: LocalFileMissing, RemoteConflict...

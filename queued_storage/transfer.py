@@ -39,18 +39,23 @@ def _describe(storage: Storage) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def local_size(name: str, local: Storage, remote: Storage) -> int | TransferResult:
+def local_size(
+    name: str, local: Storage, remote: Storage, expected: int | None = None
+) -> int | TransferResult:
     """Return the size of the local copy of *name*.
 
     Return a finished :class:`TransferResult` instead when the local copy is
     gone but the remote holds the file (a ``TransferAndDelete`` may have
-    removed it after the upload); raise when neither has it.
+    removed it after the upload) with the *expected* size, when known; raise
+    otherwise.
     """
     try:
         return local.size(name)
     except (FileNotFoundError, OSError) as exc:
         if remote.exists(name):
-            return TransferResult(name, remote.size(name), uploaded=False)
+            found = remote.size(name)
+            if expected is None or found == expected:
+                return TransferResult(name, found, uploaded=False)
         raise LocalFileMissing(
             f"The local copy of {name!r} cannot be read by this worker "
             f"({_describe(local)}: {exc}). Workers must see the local storage of "
@@ -75,6 +80,7 @@ def transfer_file(
     replace: bool = False,
     content_type: str = "",
     conditional_writes: bool = True,
+    size: int | None = None,
 ) -> TransferResult:
     """Copy *name* from *local* to *remote* under the same name, streaming it.
 
@@ -84,8 +90,8 @@ def transfer_file(
     :class:`~queued_storage.exceptions.RemoteConflict`. With *replace* (the
     local storage replaces files saved again) the remote object may be an
     older version of any size, and is replaced. A missing local copy with a
-    matching remote one also counts as done, since a ``TransferAndDelete``
-    may have removed it after the upload.
+    remote one of the recorded *size* (when known) also counts as done, since
+    a ``TransferAndDelete`` may have removed it after the upload.
     *content_type*, the type the upload declared, is offered to the remote
     (the local copy alone knows only its name).
 
@@ -100,11 +106,12 @@ def transfer_file(
     if transfer_s3.applies_to(remote):
         return transfer_s3.transfer(
             name, local, remote, replace=replace, content_type=content_type,
-            conditional=conditional_writes,
+            conditional=conditional_writes, expected=size,
         )  # fmt: skip
-    size = local_size(name, local, remote)
-    if isinstance(size, TransferResult):
-        return size
+    found = local_size(name, local, remote, size)
+    if isinstance(found, TransferResult):
+        return found
+    size = found
     if remote.exists(name):
         if replace:
             # Perhaps an older version of the same size: only bytes could tell.

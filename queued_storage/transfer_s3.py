@@ -252,8 +252,12 @@ def transfer(
     replace: bool,
     content_type: str,
     conditional: bool,
+    expected: int | None = None,
 ) -> TransferResult:
-    """Copy *name* from *local* to the ``S3Storage`` *remote*; see the module."""
+    """Copy *name* from *local* to the ``S3Storage`` *remote*; see the module.
+
+    *expected* is the size recorded when the file was saved, if known.
+    """
     from botocore.exceptions import ClientError  # type: ignore[import-untyped,unused-ignore]
     from storages.utils import clean_name  # type: ignore[import-untyped,unused-ignore]
 
@@ -262,9 +266,10 @@ def transfer(
             f"{_describe(remote)} would store {name!r} as {clean_name(name)!r}; "
             "nothing was uploaded. Use names that need no cleaning."
         )
-    size = local_size(name, local, remote)
-    if isinstance(size, TransferResult):
-        return size
+    found = local_size(name, local, remote, expected)
+    if isinstance(found, TransferResult):
+        return found
+    size = found
     key = remote._normalize_name(name)
     client = remote.connection.meta.client
     conditional = conditional and _supports_if_none_match(client)
