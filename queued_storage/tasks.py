@@ -180,7 +180,9 @@ class Transfer(Task):
             return queued.state.ledger
         return current.is_deleted
 
-    def discard(self, queued: QueuedStorageBase, name: str, extra: dict[str, Any]) -> bool:
+    def discard(
+        self, queued: QueuedStorageBase, name: str, extra: dict[str, Any]
+    ) -> bool:
         """Give up on *name*, which changed while its transfer was in flight.
 
         A file deleted meanwhile must not come back: what the upload wrote to

@@ -319,7 +319,9 @@ def transfer(
         if head is None or _etag_is_md5(head):
             # What S3 stored is not what was read: damaged on the way. The
             # object is this upload's own; remove it so a retry can upload.
-            client.delete_object(Bucket=remote.bucket_name, Key=key, **target.key_params)
+            client.delete_object(
+                Bucket=remote.bucket_name, Key=key, **target.key_params
+            )
             raise VerificationFailed(
                 f"The remote copy of {name!r} has the ETag {etag}, not the MD5 "
                 f"{_etag(digests)} of the bytes read; it was removed."
