@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 from typing import Any
 
 from celery import Task, current_app, shared_task
@@ -25,7 +26,7 @@ from .conf import settings
 from .exceptions import InvalidMessage, TransferError
 from .signals import file_transferred, local_deleted, transfer_failed
 from .state import FileState, Status
-from .transfer import transfer_file
+from .transfer import TransferResult, remote_matches, transfer_file
 
 logger = logging.getLogger("queued_storage")
 
@@ -101,18 +102,20 @@ class Transfer(Task):
             raise Reject(str(exc), requeue=False) from None
         return self.process(queued, name, version)
 
-    def transfer(self, name: str, local: Any, remote: Any, **kwargs: Any) -> bool:
+    def transfer(
+        self, name: str, local: Any, remote: Any, **kwargs: Any
+    ) -> bool | TransferResult:
         """Copy *name* from *local* to *remote*; return whether it worked.
 
-        Return ``False`` (or raise) to have the task retried later.
+        Return ``False`` (or raise) to have the task retried later; this one
+        returns the :class:`~queued_storage.transfer.TransferResult`.
         """
-        transfer_file(
+        return transfer_file(
             name, local, remote,
             replace=kwargs.get("replace", False),
             content_type=kwargs.get("content_type", ""),
             size=kwargs.get("size"),
         )  # fmt: skip
-        return True
 
     def after_transfer(self, queued: QueuedStorageBase, name: str) -> None:
         """Act once the file is served from the remote; a hook for subclasses."""
@@ -159,10 +162,14 @@ class Transfer(Task):
             return self.retry_later(queued, name, moving, reason)
         if not done:
             return self.retry_later(queued, name, moving, "the transfer returned False")
+        checksum = getattr(done, "checksum", "")
         if not queued.state.compare_and_set(
-            name, version, moving.evolve(status=Status.TRANSFERRED, error="")
-        ):
+            name, version, moving.evolve(status=Status.TRANSFERRED, error=""),
+            checksum=checksum,
+        ):  # fmt: skip
             return self.discard(queued, name, extra)
+        if queued.overwrites and not self.recheck(queued, name, checksum):
+            return False
         logger.info("Transferred %r.", name, extra={**extra, "status": Status.TRANSFERRED})
         self.after_transfer(queued, name)
         file_transferred.send(
@@ -190,7 +197,37 @@ class Transfer(Task):
         """
         if self.deleted(queued, name):
             queued.remote.delete(name)
+        elif queued.overwrites:
+            self.recheck(queued, name)
         logger.info("Discarded %r: changed while in flight.", name, extra=extra)
+        return False
+
+    def recheck(
+        self, queued: QueuedStorageBase, name: str, checksum: str = ""
+    ) -> bool:
+        """Return whether the remote copy of *name*, if transferred, is the newest.
+
+        With a local storage that replaces files saved again, two versions of
+        a file can be in flight at once and the older upload can land last.
+        The file is then queued again, under a new version.
+        """
+        current = queued.state.get(name)
+        if current is None or not current.is_remote:
+            return True
+        if remote_matches(name, queued.local, queued.remote, checksum):
+            return True
+        again = FileState(
+            Status.PENDING, secrets.token_hex(8), current.size,
+            content_type=current.content_type,
+        )  # fmt: skip
+        if queued.state.compare_and_set(
+            name, current.version, again, only_from=(Status.TRANSFERRED,)
+        ):
+            logger.warning(
+                "An older upload replaced the remote copy of %r; queuing it again.",
+                name, extra={"file_name": name, "storage": queued.reference},
+            )  # fmt: skip
+            queued.enqueue(name, again.version)  # type: ignore[attr-defined]
         return False
 
     def backoff(self, retries: int) -> float:

@@ -32,6 +32,8 @@ class TransferResult:
     #: ``False`` when the remote already held a matching copy (a transfer
     #: interrupted after its upload, or a message delivered twice).
     uploaded: bool
+    #: The remote's checksum of what was uploaded (an S3 ETag), if it has one.
+    checksum: str = ""
 
 
 def _describe(storage: Storage) -> str:
@@ -134,6 +136,27 @@ def transfer_file(
         )
     verify_size(name, remote.size(name), size)
     return TransferResult(name, size, uploaded=True)
+
+
+def remote_matches(
+    name: str, local: Storage, remote: Storage, checksum: str = ""
+) -> bool:
+    """Return whether *remote* holds the bytes of the local copy of *name*.
+
+    An S3 remote compares its MD5 ETag with *checksum* (one a transfer
+    returned) or else with the local copy's; other remotes compare sizes.
+    A local copy that is gone leaves nothing to compare: that counts as a
+    match.
+    """
+    from . import transfer_s3
+
+    if transfer_s3.applies_to(remote):
+        return transfer_s3.matches(name, local, remote, checksum or None)
+    try:
+        size = local.size(name)
+    except OSError:
+        return True
+    return bool(remote.exists(name)) and remote.size(name) == size
 
 
 def verify_size(name: str, remote_size: Any, size: int) -> None:

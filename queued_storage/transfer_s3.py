@@ -208,6 +208,53 @@ def ensure_end(content: Any) -> None:
         )
 
 
+def _layout(size: int, config: Any) -> tuple[bool, int]:
+    """Return whether *size* bytes go up in one request, and the part size."""
+    single = size <= min(config.multipart_threshold, BODY_LIMIT)
+    part_size = max(
+        MIN_PART, min(config.multipart_chunksize, BODY_LIMIT), -(-size // MAX_PARTS)
+    )
+    return single, part_size
+
+
+def _local_etag(local: Storage, name: str, config: Any) -> tuple[str, int]:
+    """Return the ETag an upload of *name*'s local copy would get, and its size."""
+    size = local.size(name)
+    single, part_size = _layout(size, config)
+    part = max(size, 1) if single else part_size
+    digests = []
+    with local.open(name, "rb") as content:
+        for start in range(0, max(size, 1), part):
+            digest = hashlib.md5(usedforsecurity=False)
+            left = min(part, size - start)
+            while left > 0 and (chunk := content.read(min(READ_SIZE, left))):
+                digest.update(chunk)
+                left -= len(chunk)
+            digests.append(digest.digest())
+    return _etag(digests), size
+
+
+def matches(name: str, local: Storage, remote: Any, etag: str | None = None) -> bool:
+    """Return whether S3 holds the local copy of *name* (or the upload *etag*).
+
+    See :func:`queued_storage.transfer.remote_matches`.
+    """
+    key = remote._normalize_name(name)
+    params = remote.get_object_parameters(key)
+    params = {k: v for k, v in params.items() if k in KEY_PARAMETERS}
+    client = remote.connection.meta.client
+    head = S3Object(client, remote.bucket_name, key, params).head()
+    if head is None:
+        return False
+    size = int(head.get("ContentLength") or 0)
+    if etag is None:
+        try:
+            etag, size = _local_etag(local, name, remote.transfer_config)
+        except OSError:
+            return True
+    return _matches(head, size, etag)
+
+
 def _etag(digests: list[bytes]) -> str:
     """Return the ETag S3 gives an unencrypted object uploaded as *digests*."""
     if len(digests) == 1:
@@ -274,10 +321,7 @@ def transfer(
     client = remote.connection.meta.client
     conditional = conditional and _supports_if_none_match(client)
     config = remote.transfer_config
-    single = size <= min(config.multipart_threshold, BODY_LIMIT)
-    part_size = max(
-        MIN_PART, min(config.multipart_chunksize, BODY_LIMIT), -(-size // MAX_PARTS)
-    )
+    single, part_size = _layout(size, config)
     with local.open(name, "rb") as content:
         if content_type:
             content.content_type = content_type
@@ -328,4 +372,4 @@ def transfer(
             )
         # Not an MD5 (KMS or customer keys): the size on the remote decides.
         verify_size(name, head.get("ContentLength"), size)
-    return TransferResult(name, size, uploaded=True)
+    return TransferResult(name, size, uploaded=True, checksum=etag.strip('"'))
