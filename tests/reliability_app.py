@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import signal
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,11 @@ __all__ = [
     "shared_storage",
     "slow_storage",
 ]
+
+if os.environ.get("QS_TEST_QUEUE"):
+    # What a worker queues itself (a transfer sent again) goes to the queue
+    # that the test's own messages go to.
+    app.conf.task_default_queue = os.environ["QS_TEST_QUEUE"]
 
 ROOT = Path(settings.MEDIA_ROOT + "-reliability")
 MARKERS = ROOT / "markers"
@@ -103,6 +111,78 @@ class CrashingFileSystemStorage(FileSystemStorage):
         return CrashingFile(open(self.path(name), mode), name)
 
 
+class S3Proxy:
+    """A TCP proxy to the S3 endpoint that mistreats uploads carrying *marker*.
+
+    With *damage*, the marker's first byte is changed on its way, as by a
+    faulty network card or middlebox: the length stays, only a checksum can
+    tell. With *delay*, the first request that carries the marker is held
+    for that many seconds, as on a congested path.
+    """
+
+    def __init__(
+        self, port: int, marker: bytes, *, damage: bool = False, delay: float = 0.0
+    ) -> None:
+        self.target = ("127.0.0.1", port)
+        self.marker = marker
+        self.damage = damage
+        self.delay = delay
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for args in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self.pump, args=args, daemon=True).start()
+
+    def mistreat(self, data: bytes) -> bytes:
+        if self.marker not in data:
+            return data
+        if self.delay:
+            delay, self.delay = self.delay, 0.0
+            time.sleep(delay)
+        if self.damage:
+            damaged = bytes([self.marker[0] ^ 0xFF]) + self.marker[1:]
+            data = data.replace(self.marker, damaged)
+        return data
+
+    def pump(self, source: socket.socket, sink: socket.socket, upload: bool) -> None:
+        held = b""
+        try:
+            while True:
+                # Bytes that may begin a marker wait briefly for the rest of it.
+                ready, _, _ = select.select([source], [], [], 0.05 if held else None)
+                data = source.recv(65536) if ready else b""
+                if ready and not data:
+                    break
+                data, held = held + data, b""
+                if upload:
+                    data = self.mistreat(data)
+                    for keep in range(min(len(self.marker) - 1, len(data)), 0, -1):
+                        if ready and self.marker.startswith(data[-keep:]):
+                            data, held = data[:-keep], data[-keep:]
+                            break
+                sink.sendall(data)
+            sink.sendall(held)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
 def _queued(kind: str, location: dict[str, Any], **options: Any) -> Any:
     remote = {"location": f"reliability/{kind}", "client_config": S3_CLIENT}
     return QueuedS3Storage(
@@ -137,3 +217,12 @@ history_storage = _queued(
 )
 #: A directory that every process of a test writes to.
 shared_storage = _queued("shared", {"location": str(ROOT / "shared")})
+#: Saving a name again replaces the local copy; in a worker process uploads
+#: go through the proxy that QS_TEST_S3_PROXY names, if any.
+proxied_storage = _queued(
+    "proxied",
+    {"location": str(ROOT / "proxied"), "allow_overwrite": True},
+    remote_options={"endpoint_url": os.environ.get("QS_TEST_S3_PROXY")}
+    if os.environ.get("QS_TEST_S3_PROXY")
+    else {},
+)

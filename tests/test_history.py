@@ -162,7 +162,11 @@ def test_random_history_under_faults_keeps_every_file(servers, s3_client, unique
     def start_worker(wait=True):
         return CeleryWorkerProcess(
             "tests.reliability_app",
-            env={"QS_TEST_WORKER": "1", "QS_TEST_VISIBILITY_TIMEOUT": str(VISIBILITY)},
+            env={
+                "QS_TEST_WORKER": "1",
+                "QS_TEST_QUEUE": queue,
+                "QS_TEST_VISIBILITY_TIMEOUT": str(VISIBILITY),
+            },
             cwd=ROOT, pool="prefork", concurrency=2, queues=queue,
         ).start(wait_ready=wait)  # fmt: skip
 

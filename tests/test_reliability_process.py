@@ -25,8 +25,10 @@ from tests.conftest import wait_for
 from tests.reliability_app import (
     S3_CLIENT,
     VERSIONED_BUCKET,
+    S3Proxy,
     crash_marker,
     crash_storage,
+    proxied_storage,
     slow_storage,
 )
 from tests.services import CeleryWorkerProcess
@@ -53,14 +55,18 @@ def workers():
     """Start worker processes of ``tests.reliability_app``; stop them afterwards."""
     started = []
 
-    def start(queues, wait=True, **env):
+    def start(queues, wait=True, concurrency=1, **env):
         worker = CeleryWorkerProcess(
             "tests.reliability_app",
-            env={"QS_TEST_WORKER": "1", "QS_TEST_VISIBILITY_TIMEOUT": str(VISIBILITY),
-                 **env},
+            env={
+                "QS_TEST_WORKER": "1",
+                "QS_TEST_QUEUE": queues if isinstance(queues, str) else queues[-1],
+                "QS_TEST_VISIBILITY_TIMEOUT": str(VISIBILITY),
+                **env,
+            },
             cwd=ROOT,
             pool="prefork",
-            concurrency=1,
+            concurrency=concurrency,
             queues=queues,
         )  # fmt: skip
         started.append(worker)
@@ -229,3 +235,31 @@ def test_per_host_queues_route_each_transfer_to_a_worker_that_sees_the_file(
     assert f"Transferring '{name}'" in started["host-a"].log_text()
     with storage.open(name) as handle:
         assert handle.read() == b"on host-b only"
+
+
+@pytest.mark.timeout(60)
+def test_older_upload_landing_last_is_caught_and_the_newest_sent_again(
+    queue, workers, servers, s3_client, unique
+):
+    """Two pool processes move two versions of one name (the local storage
+    replaces files) at once; the network holds the older upload until the
+    newer one is transferred. The remote must still end with the newest
+    bytes, and reads must get them."""
+    marker = f"held on the way {unique}".encode()
+    proxy = S3Proxy(servers["s3"].port, marker, delay=3.0)
+    try:
+        worker = workers(queue, concurrency=2, QS_TEST_S3_PROXY=proxy.url)
+        older = marker + os.urandom(2**20)
+        newer = os.urandom(len(older))  # Same size: only the bytes differ.
+        name = proxied_storage.save(f"{unique}/photo.bin", ContentFile(older))
+        worker.wait_for_log(rf"Transferring '{name}' \(attempt 1\)", timeout=30)
+        time.sleep(0.3)  # The older upload is on its way, held by the proxy.
+        assert proxied_storage.save(f"{unique}/photo.bin", ContentFile(newer)) == name
+        worker.wait_for_log(rf"Transferred '{name}'", timeout=30)
+        worker.wait_for_log(rf"Discarded '{name}'", timeout=30)
+        wait_for(reaches(proxied_storage, name, Status.TRANSFERRED), timeout=30)
+        assert remote_object(s3_client, proxied_storage, name) == newer
+        with proxied_storage.open(name) as handle:
+            assert handle.read() == newer
+    finally:
+        proxy.close()

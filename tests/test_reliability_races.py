@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +26,7 @@ from queued_storage.models import StoredFile
 from queued_storage.signals import transfer_failed
 from queued_storage.state import Status
 from tests.conftest import wait_for
-from tests.reliability_app import S3_CLIENT, shared_storage
+from tests.reliability_app import S3_CLIENT, S3Proxy, shared_storage
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "queued-storage-tests"
@@ -321,69 +319,12 @@ def test_object_another_system_wrote_is_never_overwritten(
 # A network that damages uploads -----------------------------------------------------
 
 
-class DamagingProxy:
-    """A TCP proxy to the S3 endpoint that damages uploads on their way.
-
-    Every occurrence of *marker* in what clients send has its first byte
-    changed, as a faulty network card or middlebox would; the length stays
-    the same, so only a checksum can tell.
-    """
-
-    def __init__(self, port: int, marker: bytes) -> None:
-        self.target = ("127.0.0.1", port)
-        self.marker = marker
-        self.damaged = bytes([marker[0] ^ 0xFF]) + marker[1:]
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            for args in ((client, upstream, True), (upstream, client, False)):
-                threading.Thread(target=self.pump, args=args, daemon=True).start()
-
-    def pump(self, source: socket.socket, sink: socket.socket, damage: bool) -> None:
-        held = b""
-        try:
-            while True:
-                # Bytes that may begin a marker wait briefly for the rest of it.
-                ready, _, _ = select.select([source], [], [], 0.05 if held else None)
-                data = source.recv(65536) if ready else b""
-                if ready and not data:
-                    break
-                data = (held + data).replace(self.marker, self.damaged)
-                held = b""
-                if ready and damage:
-                    for keep in range(min(len(self.marker) - 1, len(data)), 0, -1):
-                        if self.marker.startswith(data[-keep:]):
-                            data, held = data[:-keep], data[-keep:]
-                            break
-                sink.sendall(data)
-            sink.sendall(held)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.server.close()
-
-
 @pytest.mark.timeout(60)
 def test_upload_damaged_on_the_way_is_never_marked_transferred(
     celery_worker, servers, tmp_path, unique, s3_client
 ):
     marker = f"damage here {unique}".encode()
-    proxy = DamagingProxy(servers["s3"].port, marker)
+    proxy = S3Proxy(servers["s3"].port, marker, damage=True)
     try:
         storage = QueuedS3Storage(
             local_options={"location": str(tmp_path / "local")},
