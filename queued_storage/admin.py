@@ -15,7 +15,6 @@ from django.utils.translation import gettext_lazy as _
 from . import operations, registry
 from .exceptions import UnknownStorage
 from .models import StoredFile
-from .status import Status
 
 
 @admin.register(StoredFile)
@@ -53,11 +52,7 @@ class StoredFileAdmin(admin.ModelAdmin):
     def retry_transfers(
         self, request: HttpRequest, queryset: QuerySet[StoredFile]
     ) -> None:
-        queued = operations.retry_failed(
-            names=list(
-                queryset.filter(status=Status.FAILED).values_list("name", flat=True)
-            )
-        )
+        queued = operations.retry_failed(rows=queryset)
         self.message_user(request, _("Queued %d failed transfers again.") % len(queued))
 
     @admin.action(description=_("Verify the remote copies of the selected files"))

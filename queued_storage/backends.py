@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import socket
 import time
@@ -123,7 +124,7 @@ class QueuedStorage(QueuedStorageBase):
         name = self.validate_name(saved)
         version = secrets.token_hex(8)
         size = getattr(content, "size", None)
-        content_type = getattr(content, "content_type", None) or ""
+        content_type = _content_type(content)
         state = FileState(Status.PENDING, version, size, content_type=content_type)
         self.state.record(name, state, host=_host())
         transaction.on_commit(
@@ -181,26 +182,30 @@ class QueuedStorage(QueuedStorageBase):
             raise FileNotFoundError(f"{name!r} is not in {type(self).__name__}.")
         if state.is_remote:
             return None
+        # With a queue per host, the transfer goes to the host holding the file.
+        host = self.state.host_of(name) if settings.QUEUED_STORAGE_PER_HOST_QUEUE else ""
         if state.status != Status.PENDING or not state.version:
             state = FileState(
                 Status.PENDING, secrets.token_hex(8), state.size,
                 content_type=state.content_type,
             )  # fmt: skip
-            self.state.record(name, state, host=_host())
-        return self.enqueue(name, state.version)
+            self.state.record(name, state, host=host or _host())
+        return self.enqueue(name, state.version, host=host or None)
 
-    def enqueue(self, name: str, version: str) -> Any:
+    def enqueue(self, name: str, version: str, host: str | None = None) -> Any:
         """Send the signed transfer message for *name* at *version*.
 
         A broker that cannot be reached is logged, not raised: the file stays
         pending and ``manage.py queued_storage reconcile`` queues it again.
+        With per-host queues, *host* names the host that holds the local copy
+        (this one by default).
         """
         from .tasks import get_task
 
         task = get_task(self.task)
         policy = {**ENQUEUE_RETRY_POLICY, "errback": _Deadline(ENQUEUE_TIMEOUT)}
         options: dict[str, Any] = {"retry": True, "retry_policy": policy}
-        queue = transfer_queue()
+        queue = transfer_queue(host)
         if queue:
             options["queue"] = queue
         kwargs = message.sign(task.name, self.reference, name, version)
@@ -299,11 +304,29 @@ def _host() -> str:
     return socket.gethostname()
 
 
-def transfer_queue() -> str | None:
-    """Return the Celery queue that transfers from this host are sent to."""
+_CONTENT_TYPE = re.compile(r"[\w!#$&^.+-]{1,127}/[\w!#$&^.+-]{1,127}(;[ -~]*)?")
+
+
+def _content_type(content: Any) -> str:
+    """Return the content type *content* declares, if it is a sane one.
+
+    It comes from the uploading client: anything malformed or too long for
+    the ledger is dropped, and the remote guesses from the name instead.
+    """
+    value = getattr(content, "content_type", None)
+    if isinstance(value, str) and len(value) <= 255 and _CONTENT_TYPE.fullmatch(value):
+        return value
+    return ""
+
+
+def transfer_queue(host: str | None = None) -> str | None:
+    """Return the Celery queue for transfers of files written on *host*.
+
+    *host* defaults to this one; it matters only with per-host queues.
+    """
     queue = settings.QUEUED_STORAGE_QUEUE
     if settings.QUEUED_STORAGE_PER_HOST_QUEUE:
-        return f"{queue or 'queued_storage'}.{_host()}"
+        return f"{queue or 'queued_storage'}.{host or _host()}"
     return queue
 
 

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable
 from functools import cached_property
 from typing import Any, cast
+from urllib.parse import quote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import Storage, storages
@@ -42,14 +43,34 @@ _SECRET = re.compile(r"key|secret|passw|token|credential|connection_string|sas",
 
 
 def _without_secrets(value: Any) -> Any:
-    """Return *value* with the entries of dicts whose key names a secret removed."""
+    """Return *value* without secrets: dict entries whose key names one are
+    dropped, and passwords are cut out of URLs (``ftp://user:pw@host``)."""
     if isinstance(value, dict):
         return {
             key: _without_secrets(item)
             for key, item in value.items()
             if not _SECRET.search(str(key))
         }
+    if isinstance(value, str) and "://" in value:
+        return _URL_PASSWORD.sub(r"\1", value)
     return value
+
+
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*):[^/@\s]*@")
+
+
+def _secrets(value: Any, key: str = "") -> list[str]:
+    """Return the secret strings found in the options *value*."""
+    if isinstance(value, dict):
+        return [s for k, item in value.items() for s in _secrets(item, str(k))]
+    if not isinstance(value, str):
+        return []
+    found = [value] if _SECRET.search(key) and len(value) >= 4 else []
+    if "://" in value:
+        password = urlsplit(value).password
+        if password and len(password) >= 4:
+            found += [password, quote(password, safe="")]
+    return found
 
 
 def _describe(value: Any) -> str:
@@ -197,6 +218,21 @@ class QueuedStorageBase(Storage):
         )
         digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
         return f"{type(self).__name__}:{digest}"
+
+    def redact(self, text: str) -> str:
+        """Return *text* with the secrets of this storage's options masked.
+
+        Some backends put their credentials in error messages (the FTP one
+        shows its whole configuration); errors are recorded and logged.
+        """
+        for secret in sorted(set(_secrets(self._options)), key=len, reverse=True):
+            text = text.replace(secret, "***")
+        for role in ("local", "remote"):
+            location = getattr(self.__dict__.get(role), "location", None)
+            if isinstance(location, str):
+                for secret in _secrets(location):
+                    text = text.replace(secret, "***")
+        return text
 
     @property
     def state(self) -> StateStore:

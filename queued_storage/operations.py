@@ -58,10 +58,16 @@ def status_counts(storage: str | None = None) -> dict[str, Any]:
 
 
 def retry_failed(
-    storage: str | None = None, names: list[str] | None = None
+    storage: str | None = None, names: list[str] | None = None, rows: Any = None
 ) -> list[str]:
-    """Queue the failed transfers again; return the names queued."""
-    rows = _model().objects.filter(status=Status.FAILED)
+    """Queue the failed transfers again; return the names queued.
+
+    *rows*, a queryset of ledger rows, narrows the choice (the admin's
+    selection); failed ones among them are queued.
+    """
+    rows = (_model().objects.all() if rows is None else rows).filter(
+        status=Status.FAILED
+    )
     if storage:
         rows = rows.filter(storage=storage)
     if names is not None:
@@ -116,7 +122,7 @@ def reconcile(
         target = _resolve(row)
         if target is None or target.delayed:
             continue  # Delayed files wait for an explicit transfer().
-        target.enqueue(row.name, row.version)
+        target.enqueue(row.name, row.version, host=row.host or None)
         queued.append(row.name)
     if queued:
         logger.warning("Reconcile queued %d stale transfers again.", len(queued))

@@ -294,6 +294,13 @@ class StateStore:
         self.remember(name, new)
         return True
 
+    def host_of(self, name: str) -> str:
+        """Return the host that wrote *name*, as the ledger recorded it."""
+        if not self.ledger:
+            return ""
+        hosts = self._rows().filter(name_hash=name_hash(name)).values_list("host")
+        return next((host for (host,) in hosts), "")
+
     def forget(self, name: str) -> None:
         """Mark *name* deleted, so that a task still in flight gives up."""
         tombstone = FileState(Status.DELETED)

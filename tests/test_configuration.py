@@ -206,3 +206,22 @@ def test_default_reference_ignores_credentials():
     c = QueuedS3Storage(remote_options={"bucket_name": "c", "access_key": "old"})
     assert a.reference == b.reference != c.reference
     assert a.reference.startswith("QueuedS3Storage:")
+
+
+def test_credentials_are_masked_and_kept_out_of_references():
+    one = QueuedStorage(
+        local=FS,
+        remote="storages.backends.ftp.FTPStorage",
+        remote_options={"location": "ftp://user:hunter2pw@127.0.0.1:21/"},
+    )
+    two = QueuedStorage(
+        local=FS,
+        remote="storages.backends.ftp.FTPStorage",
+        remote_options={"location": "ftp://user:rotated99@127.0.0.1:21/"},
+    )
+    assert one.reference == two.reference
+    error = "Connection refused: {'passwd': 'hunter2pw', 'user': 'user'}"
+    assert one.redact(error) == "Connection refused: {'passwd': '***', 'user': 'user'}"
+    s3 = QueuedS3Storage(remote_options={"secret_key": "wJalrXUtnFEMI", "bucket_name": "b"})
+    assert s3.redact("signed with wJalrXUtnFEMI") == "signed with ***"
+    assert s3.redact("bucket b") == "bucket b"

@@ -237,3 +237,16 @@ def test_import_shows_a_progress_bar_on_a_terminal(import_storage):
     text = output.decode(errors="replace")
     assert "[" in text and "40/40" in text and "\r" in text
     assert "Moved 40 files" in text
+
+
+def test_retry_of_selected_rows_leaves_other_storages_alone(unique):
+    name = f"same-{unique}.txt"
+    a = Deferred._meta.get_field("file").storage
+    b = Document._meta.get_field("file").storage
+    for storage in (a, b):
+        storage.local.save(name, ContentFile(b"x"))
+        storage.state.record(name, storage.get_state(name).evolve(status=Status.FAILED, version="v1"))
+    selected = StoredFile.objects.filter(storage=a.reference)
+    assert operations.retry_failed(rows=selected) == [name]
+    assert StoredFile.objects.get(storage=b.reference, name=name).status == Status.FAILED
+    assert StoredFile.objects.get(storage=a.reference, name=name).status == Status.PENDING

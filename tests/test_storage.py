@@ -245,3 +245,37 @@ def test_queued_storage_as_the_default_storage(tmp_path):
         assert storages["default"].reference == "default"
         assert default_storage.get_state(name).status == Status.PENDING
         assert (tmp_path / name).read_bytes() == b"x"
+
+
+@pytest.mark.parametrize(
+    ("declared", "kept"),
+    [
+        ("image/png", "image/png"),
+        ("text/plain; charset=utf-8", "text/plain; charset=utf-8"),
+        ("image/" + "x" * 300, ""),
+        ("not a type", ""),
+        ("text/html\r\nX-Evil: 1", ""),
+    ],
+)
+def test_declared_content_type_is_recorded_only_when_sane(storage, declared, kept):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    name = storage.save("typed.bin", SimpleUploadedFile("typed.bin", b"x", declared))
+    assert storage.get_state(name).content_type == kept
+
+
+def test_transfer_goes_to_the_queue_of_the_host_that_wrote_the_file(storage, servers):
+    import redis
+
+    from queued_storage.models import StoredFile
+
+    with override_settings(QUEUED_STORAGE_PER_HOST_QUEUE=True):
+        name = storage.save("hosted.txt", ContentFile(b"x"))
+        StoredFile.objects.filter(name=name).update(host="web-7", status="failed")
+        storage.state.cache.clear()
+        broker = redis.Redis.from_url(servers["redis"].url_for(0))
+        before = broker.llen("queued_storage.web-7")
+        assert storage.transfer(name) is not None
+        assert broker.llen("queued_storage.web-7") == before + 1
+        assert StoredFile.objects.get(name=name).host == "web-7"
+        broker.delete("queued_storage.web-7")
