@@ -2,7 +2,8 @@
 
 Usage, from the repository root::
 
-    python benchmarks/run.py [--quick] [--out DIR] [--chart PNG] [--db sqlite|postgres]
+    python benchmarks/run.py [--quick] [--out DIR] [--chart PNG] [--compare JSON]
+                             [--db sqlite|postgres] [--only SECTION]
 
 It starts its own Redis and moto S3 server (and PostgreSQL with
 ``--db postgres``) on free ports of 127.0.0.1, configures Django with
@@ -56,6 +57,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         choices=("sqlite", "postgres"),
         default="sqlite",
         help="database of the ledger (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        help="the latest.json of an earlier run, drawn on the chart as marks",
     )
     parser.add_argument(
         "--only",
@@ -121,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from benchmarks import chart as charts
 
-        charts.draw(results, chart)
+        before = None
+        if options.compare:
+            before = json.loads(options.compare.read_text(encoding="utf-8"))
+        charts.draw(results, chart, before)
     except ImportError as exc:
         print(f"No chart drawn ({exc}); pip install matplotlib to draw it.")
     else:
