@@ -209,10 +209,7 @@ class QueuedStorage(QueuedStorageBase):
         if queue:
             options["queue"] = queue
         kwargs = message.sign(task.name, self.reference, name, version)
-        # What monitors (events, Flower) show: the fields without the
-        # signature, and cheaper than Celery's safe repr of all of them.
-        shown = {k: v for k, v in kwargs.items() if k != "signature"}
-        options["kwargsrepr"] = repr(shown)
+        options["kwargsrepr"] = message.shown(kwargs)
         try:
             return task.apply_async(kwargs=kwargs, **options)
         except Exception as exc:

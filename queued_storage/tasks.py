@@ -153,7 +153,7 @@ class Transfer(Task):
             )  # fmt: skip
         except Exception as exc:
             # The class names the cause: LocalFileMissing, RemoteConflict...
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = queued.redact(f"{type(exc).__name__}: {exc}")
             if isinstance(exc, TransferError) and not exc.retryable:
                 return self.fail(queued, name, moving, reason)
             if self.deleted(queued, name):
@@ -256,7 +256,11 @@ class Transfer(Task):
                    "attempt": state.attempts, "status": Status.PENDING},
         )  # fmt: skip
         kwargs = message.sign(self.name, queued.reference, name, state.version)
-        raise self.retry(kwargs=kwargs, countdown=self.backoff(retries))
+        raise self.retry(
+            kwargs=kwargs,
+            countdown=self.backoff(retries),
+            kwargsrepr=message.shown(kwargs),
+        )
 
     def fail(
         self, queued: QueuedStorageBase, name: str, state: FileState, reason: str

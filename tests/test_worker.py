@@ -199,3 +199,28 @@ def test_log_records_name_storage_attempt_and_status(celery_worker, caplog, uniq
         1,
         1,
     ]
+
+
+def test_recorded_errors_do_not_show_credentials(tmp_path, unique):
+    from django.test import override_settings
+
+    from queued_storage import message
+    from queued_storage.backends import QueuedStorage
+    from queued_storage.tasks import Transfer, get_task
+    from tests.services import free_port
+
+    storage = QueuedStorage(
+        local="django.core.files.storage.FileSystemStorage",
+        remote="storages.backends.ftp.FTPStorage",
+        local_options={"location": str(tmp_path)},
+        remote_options={"location": f"ftp://user:pw-{unique}@127.0.0.1:{free_port()}/"},
+        delayed=True,
+    )
+    with override_settings(QUEUED_STORAGE_NAME_CHECK="state", QUEUED_STORAGE_RETRIES=0):
+        name = storage.save("secret.txt", ContentFile(b"x"))
+        version = storage.get_state(name).version
+        task = get_task(Transfer.name)
+        assert not task.run(**message.sign(task.name, storage.reference, name, version))
+    state = storage.get_state(name)
+    assert state.status == Status.FAILED
+    assert "***" in state.error and f"pw-{unique}" not in state.error
