@@ -178,6 +178,7 @@ class S3Proxy:
                     end.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            source.close()  # The other direction's pump closes the sink.
 
     def close(self) -> None:
         self.server.close()
