@@ -75,8 +75,7 @@ def retry_failed(
     queued = []
     for row in rows.iterator():
         target = _resolve(row)
-        if target is not None:
-            target.transfer(row.name)
+        if target is not None and target.transfer(row.name) is not None:
             queued.append(row.name)
     return queued
 
@@ -122,8 +121,8 @@ def reconcile(
         target = _resolve(row)
         if target is None or target.delayed:
             continue  # Delayed files wait for an explicit transfer().
-        target.enqueue(row.name, row.version, host=row.host or None)
-        queued.append(row.name)
+        if target.enqueue(row.name, row.version, host=row.host or None) is not None:
+            queued.append(row.name)
     if queued:
         logger.warning("Reconcile queued %d stale transfers again.", len(queued))
     return queued
