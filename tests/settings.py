@@ -101,6 +101,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Transfers acknowledge late: on a lost broker connection, give them back at
+# once rather than finish work that can no longer be acknowledged.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 
 AWS_S3_ENDPOINT_URL = ENV("QS_TEST_S3_ENDPOINT", "http://127.0.0.1:5000")
 AWS_ACCESS_KEY_ID = "testing"
