@@ -137,7 +137,7 @@ if ENV("QS_TEST_IMPORT_DIR"):
         "BACKEND": "queued_storage.backends.QueuedS3Storage",
         "OPTIONS": {
             "local_options": {"location": ENV("QS_TEST_IMPORT_DIR")},
-            "remote_options": {"location": "import-tty"},
+            "remote_options": {"location": ENV("QS_TEST_IMPORT_PREFIX", "import-tty")},
         },
     }
 

@@ -245,8 +245,14 @@ def test_retry_of_selected_rows_leaves_other_storages_alone(unique):
     b = Document._meta.get_field("file").storage
     for storage in (a, b):
         storage.local.save(name, ContentFile(b"x"))
-        storage.state.record(name, storage.get_state(name).evolve(status=Status.FAILED, version="v1"))
+        storage.state.record(
+            name, storage.get_state(name).evolve(status=Status.FAILED, version="v1")
+        )
     selected = StoredFile.objects.filter(storage=a.reference)
     assert operations.retry_failed(rows=selected) == [name]
-    assert StoredFile.objects.get(storage=b.reference, name=name).status == Status.FAILED
-    assert StoredFile.objects.get(storage=a.reference, name=name).status == Status.PENDING
+    assert (
+        StoredFile.objects.get(storage=b.reference, name=name).status == Status.FAILED
+    )
+    assert (
+        StoredFile.objects.get(storage=a.reference, name=name).status == Status.PENDING
+    )
