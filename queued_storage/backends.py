@@ -101,10 +101,12 @@ class QueuedStorage(QueuedStorageBase):
     def get_alternative_name(self, file_root: str, file_ext: str) -> str:
         return self.local.get_alternative_name(file_root, file_ext)
 
-    def generate_filename(self, filename: str) -> str:
+    def generate_filename(self, filename: str | os.PathLike[str]) -> str:
         return self.local.generate_filename(filename)
 
-    def save(self, name: str | None, content: Any, max_length: int | None = None) -> str:
+    def save(
+        self, name: str | None, content: Any, max_length: int | None = None
+    ) -> str:
         """Save *content* locally, record its state, and queue its transfer.
 
         The state is recorded under the name the file was actually saved as.
@@ -127,9 +129,7 @@ class QueuedStorage(QueuedStorageBase):
         content_type = _content_type(content)
         state = FileState(Status.PENDING, version, size, content_type=content_type)
         self.state.record(name, state, host=_host())
-        transaction.on_commit(
-            lambda: self._queued(name, version), using=self.state.db
-        )
+        transaction.on_commit(lambda: self._queued(name, version), using=self.state.db)
         return name
 
     def _remove_partial(self, name: str) -> None:
@@ -160,9 +160,9 @@ class QueuedStorage(QueuedStorageBase):
             )  # fmt: skip
 
     def _queued(self, name: str, version: str) -> None:
+        then = "its transfer waits for transfer()" if self.delayed else "queuing it"
         logger.info(
-            "Saved %r locally; %s.", name,
-            "its transfer waits for transfer()" if self.delayed else "queuing its transfer",
+            "Saved %r locally; %s.", name, then,
             extra={"file_name": name, "storage": self.reference, "status": "pending"},
         )  # fmt: skip
         if not self.delayed and self.enqueue(name, version) is None:
@@ -183,7 +183,9 @@ class QueuedStorage(QueuedStorageBase):
         if state.is_remote:
             return None
         # With a queue per host, the transfer goes to the host holding the file.
-        host = self.state.host_of(name) if settings.QUEUED_STORAGE_PER_HOST_QUEUE else ""
+        host = (
+            self.state.host_of(name) if settings.QUEUED_STORAGE_PER_HOST_QUEUE else ""
+        )
         if state.status != Status.PENDING or not state.version:
             state = FileState(
                 Status.PENDING, secrets.token_hex(8), state.size,
@@ -237,14 +239,16 @@ class QueuedStorage(QueuedStorageBase):
             return state.size
         return self.get_storage(name).size(name)
 
-    def url(self, name: str) -> str:
+    def url(self, name: str | None) -> str:
         return self.get_storage(self.validate_name(name)).url(name)
 
     def urls(self, names: Iterable[str]) -> dict[str, str]:
         """Return the URL of each of *names*, with one cache round trip."""
         states = self.get_states([self.validate_name(name) for name in names])
         return {
-            name: (self.remote if s is not None and s.is_remote else self.local).url(name)
+            name: (self.remote if s is not None and s.is_remote else self.local).url(
+                name
+            )
             for name, s in states.items()
         }
 

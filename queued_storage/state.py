@@ -187,11 +187,10 @@ class StateStore:
                 missing.append(name)
         if missing and self.ledger:
             hashes = {name_hash(name): name for name in missing}
-            refill = {}
+            refill: dict[str, FileState] = {}
             for row in self._rows().filter(name_hash__in=list(hashes)):
                 name = hashes[row.name_hash]
-                found[name] = FileState.from_row(row)
-                refill[keys[name]] = found[name]
+                found[name] = refill[keys[name]] = FileState.from_row(row)
             self._cache_set_many(refill)
         return found
 

@@ -12,21 +12,29 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Task, current_app, shared_task
-from celery._state import _get_active_apps, connect_on_app_finalize
+
+# Celery offers shared_task for functions only; class-based tasks are shared
+# the same way, through the hooks shared_task itself uses.
+from celery._state import (  # type: ignore[attr-defined]
+    _get_active_apps,
+    connect_on_app_finalize,
+)
 from celery.exceptions import Reject
 from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.utils.module_loading import import_string
 
 from . import message, registry
-from .base import QueuedStorageBase
 from .conf import settings
 from .exceptions import InvalidMessage, TransferError
 from .signals import file_transferred, local_deleted, transfer_failed
 from .state import FileState, Status
 from .transfer import TransferResult, remote_matches, transfer_file
+
+if TYPE_CHECKING:
+    from .backends import QueuedStorage
 
 logger = logging.getLogger("queued_storage")
 
@@ -83,12 +91,12 @@ class Transfer(Task):
         if not cls.__dict__.get("abstract", False):
             _register(cls)
 
-    @property  # type: ignore[override]
-    def max_retries(self) -> int:
+    @property
+    def max_retries(self) -> int:  # type: ignore[override]
         return int(settings.QUEUED_STORAGE_RETRIES)
 
-    @property  # type: ignore[override]
-    def default_retry_delay(self) -> int:
+    @property
+    def default_retry_delay(self) -> int:  # type: ignore[override]
         return int(settings.QUEUED_STORAGE_RETRY_DELAY)
 
     def run(self, storage: str, name: str, version: str, signature: str) -> bool:
@@ -117,15 +125,17 @@ class Transfer(Task):
             size=kwargs.get("size"),
         )  # fmt: skip
 
-    def after_transfer(self, queued: QueuedStorageBase, name: str) -> None:
+    def after_transfer(self, queued: QueuedStorage, name: str) -> None:
         """Act once the file is served from the remote; a hook for subclasses."""
 
-    def process(self, queued: QueuedStorageBase, name: str, version: str) -> bool:
+    def process(self, queued: QueuedStorage, name: str, version: str) -> bool:
         """Move *name* if its state still has *version*; record the outcome."""
-        extra = {"file_name": name, "storage": queued.reference}
+        extra: dict[str, Any] = {"file_name": name, "storage": queued.reference}
         state = queued.state.get(name) or queued._probe(name)
-        if state is None or state.is_deleted or (
-            state.version and state.version != version
+        if (
+            state is None
+            or state.is_deleted
+            or (state.version and state.version != version)
         ):
             logger.info("Skipped %r: deleted or saved again since.", name, extra=extra)
             return False
@@ -170,7 +180,9 @@ class Transfer(Task):
             return self.discard(queued, name, extra)
         if queued.overwrites and not self.recheck(queued, name, checksum):
             return False
-        logger.info("Transferred %r.", name, extra={**extra, "status": Status.TRANSFERRED})
+        logger.info(
+            "Transferred %r.", name, extra={**extra, "status": Status.TRANSFERRED}
+        )
         self.after_transfer(queued, name)
         file_transferred.send(
             type(self), name=name, local=queued.local, remote=queued.remote,
@@ -179,7 +191,7 @@ class Transfer(Task):
         return True
 
     @staticmethod
-    def deleted(queued: QueuedStorageBase, name: str) -> bool:
+    def deleted(queued: QueuedStorage, name: str) -> bool:
         """Return whether *name* was deleted from *queued*."""
         current = queued.state.get(name)
         if current is None:
@@ -187,9 +199,7 @@ class Transfer(Task):
             return queued.state.ledger
         return current.is_deleted
 
-    def discard(
-        self, queued: QueuedStorageBase, name: str, extra: dict[str, Any]
-    ) -> bool:
+    def discard(self, queued: QueuedStorage, name: str, extra: dict[str, Any]) -> bool:
         """Give up on *name*, which changed while its transfer was in flight.
 
         A file deleted meanwhile must not come back: what the upload wrote to
@@ -202,9 +212,7 @@ class Transfer(Task):
         logger.info("Discarded %r: changed while in flight.", name, extra=extra)
         return False
 
-    def recheck(
-        self, queued: QueuedStorageBase, name: str, checksum: str = ""
-    ) -> bool:
+    def recheck(self, queued: QueuedStorage, name: str, checksum: str = "") -> bool:
         """Return whether the remote copy of *name*, if transferred, is the newest.
 
         With a local storage that replaces files saved again, two versions of
@@ -227,7 +235,7 @@ class Transfer(Task):
                 "An older upload replaced the remote copy of %r; queuing it again.",
                 name, extra={"file_name": name, "storage": queued.reference},
             )  # fmt: skip
-            queued.enqueue(name, again.version)  # type: ignore[attr-defined]
+            queued.enqueue(name, again.version)
         return False
 
     def backoff(self, retries: int) -> float:
@@ -239,7 +247,7 @@ class Transfer(Task):
         return float(delay) * random.uniform(0.5, 1.0)  # noqa: S311
 
     def retry_later(
-        self, queued: QueuedStorageBase, name: str, state: FileState, reason: str
+        self, queued: QueuedStorage, name: str, state: FileState, reason: str
     ) -> bool:
         """Schedule another try, or mark the file failed when none is left."""
         retries = self.request.retries or 0
@@ -259,11 +267,11 @@ class Transfer(Task):
         raise self.retry(
             kwargs=kwargs,
             countdown=self.backoff(retries),
-            kwargsrepr=message.shown(kwargs),
+            kwargsrepr=message.shown(kwargs),  # type: ignore[call-arg]
         )
 
     def fail(
-        self, queued: QueuedStorageBase, name: str, state: FileState, reason: str
+        self, queued: QueuedStorage, name: str, state: FileState, reason: str
     ) -> bool:
         """Mark *name* failed for good; it stays served from the local copy."""
         if not queued.state.compare_and_set(
@@ -292,7 +300,7 @@ class TransferAndDelete(Transfer):
 
     name = "queued_storage.tasks.TransferAndDelete"
 
-    def after_transfer(self, queued: QueuedStorageBase, name: str) -> None:
+    def after_transfer(self, queued: QueuedStorage, name: str) -> None:
         """Delete the local copy, now that reads go to the remote one."""
         queued.local.delete(name)
         local_deleted.send(type(self), name=name, storage=queued)

@@ -124,7 +124,7 @@ def transfer_file(
             raise conflict(name, remote)
     with local.open(name, "rb") as content:
         if content_type:
-            content.content_type = content_type  # type: ignore[attr-defined]
+            content.content_type = content_type
         stored = remote.save(name, content)
     if stored != name:
         # The copy under the other name was made just now by this call.

@@ -222,6 +222,8 @@ def test_credentials_are_masked_and_kept_out_of_references():
     assert one.reference == two.reference
     error = "Connection refused: {'passwd': 'hunter2pw', 'user': 'user'}"
     assert one.redact(error) == "Connection refused: {'passwd': '***', 'user': 'user'}"
-    s3 = QueuedS3Storage(remote_options={"secret_key": "wJalrXUtnFEMI", "bucket_name": "b"})
+    s3 = QueuedS3Storage(
+        remote_options={"secret_key": "wJalrXUtnFEMI", "bucket_name": "b"}
+    )
     assert s3.redact("signed with wJalrXUtnFEMI") == "signed with ***"
     assert s3.redact("bucket b") == "bucket b"
