@@ -10,7 +10,7 @@ unchanged.
 
 from __future__ import annotations
 
-import unicodedata
+import re
 
 from .exceptions import InvalidFileName
 
@@ -18,6 +18,8 @@ from .exceptions import InvalidFileName
 MAX_NAME_BYTES = 1024
 #: Most file systems cap one path segment at 255 bytes.
 MAX_SEGMENT_BYTES = 255
+#: Unicode's control characters (category Cc) and lone surrogates (Cs).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _refuse(name: object, reason: str) -> InvalidFileName:
@@ -41,9 +43,9 @@ def validate_name(name: object, *, max_bytes: int = MAX_NAME_BYTES) -> str:
     drive = len(name) > 1 and name[1] == ":" and name[0].isascii() and name[0].isalpha()
     if name.startswith("/") or drive:
         raise _refuse(name, "absolute paths are not allowed")
-    for char in name:
-        if unicodedata.category(char) in ("Cc", "Cs"):
-            raise _refuse(name, f"it contains the control character {char!r}")
+    bad = _CONTROL.search(name)
+    if bad:
+        raise _refuse(name, f"it contains the control character {bad.group()!r}")
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:  # pragma: no cover - excluded by "Cs" above
