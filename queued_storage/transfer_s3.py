@@ -25,17 +25,19 @@ from typing import Any
 from django.core.files.storage import Storage
 
 from .exceptions import NameChanged, VerificationFailed
+from .s3_etags import (
+    MIB,
+    READ_SIZE,
+    etag_is_md5,
+    etag_of,
+    head_matches,
+    layout,
+    local_etag,
+)
 from .transfer import TransferResult, _describe, conflict, local_size, verify_size
 
-MIB = 1024 * 1024
-#: The largest read from the local file.
-READ_SIZE = 8 * MIB
-#: The largest body kept in memory: a single upload or one part.
-BODY_LIMIT = 16 * MIB
 #: The most bytes of parts read ahead and in flight at once.
 IN_FLIGHT = 32 * MIB
-#: S3's smallest part (but the last) and largest number of parts.
-MIN_PART, MAX_PARTS = 5 * MIB, 10_000
 #: Parameters that reading, uploading a part and completing also need.
 KEY_PARAMETERS = (
     "SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5",
@@ -208,32 +210,6 @@ def ensure_end(content: Any) -> None:
         )
 
 
-def _layout(size: int, config: Any) -> tuple[bool, int]:
-    """Return whether *size* bytes go up in one request, and the part size."""
-    single = size <= min(config.multipart_threshold, BODY_LIMIT)
-    part_size = max(
-        MIN_PART, min(config.multipart_chunksize, BODY_LIMIT), -(-size // MAX_PARTS)
-    )
-    return single, part_size
-
-
-def _local_etag(local: Storage, name: str, config: Any) -> tuple[str, int]:
-    """Return the ETag an upload of *name*'s local copy would get, and its size."""
-    size = local.size(name)
-    single, part_size = _layout(size, config)
-    part = max(size, 1) if single else part_size
-    digests = []
-    with local.open(name, "rb") as content:
-        for start in range(0, max(size, 1), part):
-            digest = hashlib.md5(usedforsecurity=False)
-            left = min(part, size - start)
-            while left > 0 and (chunk := content.read(min(READ_SIZE, left))):
-                digest.update(chunk)
-                left -= len(chunk)
-            digests.append(digest.digest())
-    return _etag(digests), size
-
-
 def matches(name: str, local: Storage, remote: Any, etag: str | None = None) -> bool:
     """Return whether S3 holds the local copy of *name* (or the upload *etag*).
 
@@ -249,40 +225,10 @@ def matches(name: str, local: Storage, remote: Any, etag: str | None = None) -> 
     size = int(head.get("ContentLength") or 0)
     if etag is None:
         try:
-            etag, size = _local_etag(local, name, remote.transfer_config)
+            etag, size = local_etag(local, name, remote.transfer_config)
         except OSError:
             return True
-    return _matches(head, size, etag)
-
-
-def _etag(digests: list[bytes]) -> str:
-    """Return the ETag S3 gives an unencrypted object uploaded as *digests*."""
-    if len(digests) == 1:
-        return digests[0].hex()
-    combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
-    return f"{combined}-{len(digests)}"
-
-
-def _etag_is_md5(head: dict[str, Any]) -> bool:
-    encryption = str(head.get("ServerSideEncryption", ""))
-    return not encryption.startswith("aws:kms") and not head.get("SSECustomerAlgorithm")
-
-
-def _matches(head: dict[str, Any], size: int, etag: str | None) -> bool:
-    """Return whether the object described by *head* is our file.
-
-    The ETag decides when both are MD5s of the same kind (single or of as
-    many parts); otherwise the size does, as for any other storage.
-    """
-    if head.get("ContentLength") != size:
-        return False
-    theirs = str(head.get("ETag", "")).strip('"')
-    comparable = (
-        etag is not None
-        and _etag_is_md5(head)
-        and theirs.partition("-")[2] == etag.partition("-")[2]
-    )
-    return theirs == etag if comparable else True
+    return head_matches(head, size, etag)
 
 
 def _supports_if_none_match(client: Any) -> bool:
@@ -321,7 +267,7 @@ def transfer(
     client = remote.connection.meta.client
     conditional = conditional and _supports_if_none_match(client)
     config = remote.transfer_config
-    single, part_size = _layout(size, config)
+    single, part_size = layout(size, config)
     with local.open(name, "rb") as content:
         if content_type:
             content.content_type = content_type
@@ -332,7 +278,7 @@ def transfer(
             # A large file is not read only to learn that it is already there.
             existing = target.head()
             if existing is not None:
-                if _matches(existing, size, None):
+                if head_matches(existing, size, None):
                     return TransferResult(name, size, uploaded=False)
                 raise conflict(name, remote)
         condition = {"IfNoneMatch": "*"} if conditional and not replace else {}
@@ -354,13 +300,13 @@ def transfer(
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 412:
                 raise
             existing = target.head()
-            ours = _etag(digests) if digests else None
-            if existing is not None and _matches(existing, size, ours):
+            ours = etag_of(digests) if digests else None
+            if existing is not None and head_matches(existing, size, ours):
                 return TransferResult(name, size, uploaded=False)
             raise conflict(name, remote) from None
-    if etag.strip('"') != _etag(digests):
+    if etag.strip('"') != etag_of(digests):
         head = target.head()
-        if head is None or _etag_is_md5(head):
+        if head is None or etag_is_md5(head):
             # What S3 stored is not what was read: damaged on the way. The
             # object is this upload's own; remove it so a retry can upload.
             client.delete_object(
@@ -368,7 +314,7 @@ def transfer(
             )
             raise VerificationFailed(
                 f"The remote copy of {name!r} has the ETag {etag}, not the MD5 "
-                f"{_etag(digests)} of the bytes read; it was removed."
+                f"{etag_of(digests)} of the bytes read; it was removed."
             )
         # Not an MD5 (KMS or customer keys): the size on the remote decides.
         verify_size(name, head.get("ContentLength"), size)
