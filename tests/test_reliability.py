@@ -169,12 +169,15 @@ def test_remote_outage_backs_off_serves_locally_then_transfers(
     wait_for(lambda: status(storage, name) == Status.TRANSFERRED, timeout=20)
     assert remote_object(s3_client, storage, name) == b"kept while S3 is away"
     # Retry number n waits RETRY_DELAY * 2**n, capped at RETRY_BACKOFF_MAX,
-    # times a jitter in [0.5, 1]; the thread worker adds a little latency.
+    # times a jitter in [0.5, 1]. Between two attempts also lie botocore's own
+    # retries of the refused connection and the machine's load, so only the
+    # lower bounds are tight here; test_backoff_is_exponential_jittered_and_capped
+    # checks the delays themselves.
     times = attempt_times(log, name)
     delays = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
-    assert 0.5 <= delays[0] <= 1.5
-    assert 1.0 <= delays[1] <= 2.5
-    assert all(delay <= 2.5 for delay in delays)
+    assert delays[0] >= 0.5
+    assert delays[1] >= 1.0
+    assert all(delay <= 6 for delay in delays)
     retried = [r for r in log.records if r.msg.startswith("Transfer of %r failed, re")]
     assert retried and "Could not connect" in retried[0].getMessage()
 
