@@ -6,8 +6,6 @@ import logging
 import os
 import re
 import secrets
-import socket
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,39 +13,14 @@ from django.core.files import File, locks
 from django.db import transaction
 from django.utils.deconstruct import deconstructible
 
-from . import message
 from .base import QueuedStorageBase
 from .conf import settings
+from . import enqueue as sending
+from .enqueue import transfer_queue as transfer_queue  # where it used to be
 from .signals import file_queued
 from .state import FileState, Status
 
 logger = logging.getLogger("queued_storage")
-
-#: How ``save()`` retries a broker it cannot reach before it gives up and
-#: leaves the transfer to ``queued_storage reconcile`` (kombu's ``ensure``).
-ENQUEUE_RETRY_POLICY = {
-    "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
-}  # fmt: skip
-#: Seconds after the first try past which ``save()`` starts no further retry.
-#: A broker that accepts connections but never answers still holds each try
-#: for the ``socket_timeout`` of ``CELERY_BROKER_TRANSPORT_OPTIONS``.
-ENQUEUE_TIMEOUT = 1.0
-
-
-class _Deadline:
-    """An ``errback`` of kombu's retry policy that ends the retries in time.
-
-    A frozen broker makes every retry wait for a socket timeout, so a count
-    of retries alone does not bound how long ``save()`` blocks.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
-
-    def __call__(self, exc: Exception, interval: float) -> None:
-        if time.monotonic() + interval > self.end:
-            raise exc
-
 
 @deconstructible(path="queued_storage.backends.QueuedStorage")
 class QueuedStorage(QueuedStorageBase):
@@ -128,7 +101,7 @@ class QueuedStorage(QueuedStorageBase):
         size = getattr(content, "size", None)
         content_type = _content_type(content)
         state = FileState(Status.PENDING, version, size, content_type=content_type)
-        self.state.record(name, state, host=_host())
+        self.state.record(name, state, host=sending.host())
         transaction.on_commit(lambda: self._queued(name, version), using=self.state.db)
         return name
 
@@ -191,7 +164,7 @@ class QueuedStorage(QueuedStorageBase):
                 Status.PENDING, secrets.token_hex(8), state.size,
                 content_type=state.content_type,
             )  # fmt: skip
-            self.state.record(name, state, host=host or _host())
+            self.state.record(name, state, host=host or sending.host())
         return self.enqueue(name, state.version, host=host or None)
 
     def enqueue(self, name: str, version: str, host: str | None = None) -> Any:
@@ -202,25 +175,7 @@ class QueuedStorage(QueuedStorageBase):
         With per-host queues, *host* names the host that holds the local copy
         (this one by default).
         """
-        from .tasks import get_task
-
-        task = get_task(self.task)
-        policy = {**ENQUEUE_RETRY_POLICY, "errback": _Deadline(ENQUEUE_TIMEOUT)}
-        options: dict[str, Any] = {"retry": True, "retry_policy": policy}
-        queue = transfer_queue(host)
-        if queue:
-            options["queue"] = queue
-        kwargs = message.sign(task.name, self.reference, name, version)
-        options["kwargsrepr"] = message.shown(kwargs)
-        try:
-            return task.apply_async(kwargs=kwargs, **options)
-        except Exception as exc:
-            logger.error(
-                "Could not queue the transfer of %r; it stays pending until "
-                "reconciled: %s", name, exc,
-                extra={"file_name": name, "storage": self.reference},
-            )  # fmt: skip
-            return None
+        return sending.send(self, name, version, host)
 
     # Reading ---------------------------------------------------------------
 
@@ -301,10 +256,6 @@ class QueuedStorage(QueuedStorageBase):
             raise errors[0]
 
 
-def _host() -> str:
-    return socket.gethostname()
-
-
 _CONTENT_TYPE = re.compile(r"[\w!#$&^.+-]{1,127}/[\w!#$&^.+-]{1,127}(;[ -~]*)?")
 
 
@@ -318,17 +269,6 @@ def _content_type(content: Any) -> str:
     if isinstance(value, str) and len(value) <= 255 and _CONTENT_TYPE.fullmatch(value):
         return value
     return ""
-
-
-def transfer_queue(host: str | None = None) -> str | None:
-    """Return the Celery queue for transfers of files written on *host*.
-
-    *host* defaults to this one; it matters only with per-host queues.
-    """
-    queue = settings.QUEUED_STORAGE_QUEUE
-    if settings.QUEUED_STORAGE_PER_HOST_QUEUE:
-        return f"{queue or 'queued_storage'}.{host or _host()}"
-    return queue
 
 
 _FILE_SYSTEM = "django.core.files.storage.FileSystemStorage"

@@ -19,10 +19,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from django.core.cache import caches
-from django.db import router, transaction
+from django.db import router
 from django.utils import timezone
 
 from .conf import settings
+from .ledger_sql import UPSERT_COLUMNS, statements
 from .status import Status
 
 if TYPE_CHECKING:
@@ -203,7 +204,11 @@ class StateStore:
         the ledger, the cache answers.
         """
         if self.ledger:
-            rows = self._rows().filter(name_hash=name_hash(name))
+            digest = name_hash(name)
+            sql = statements(self.db)
+            if sql is not None:
+                return sql.in_use(self.reference, digest, Status.DELETED)
+            rows = self._rows().filter(name_hash=digest)
             return bool(rows.exclude(status=Status.DELETED).exists())
         state = FileState.from_cache(self._cache_get(self.key(name)))
         return state is not None and not state.is_deleted
@@ -217,30 +222,42 @@ class StateStore:
         updated at once.
         """
         if self.ledger:
-            row = self.model(
-                storage=self.reference,
-                name=name,
-                name_hash=name_hash(name),
-                status=state.status,
-                version=state.version,
-                size=state.size,
-                attempts=state.attempts,
-                last_error=state.error,
-                content_type=state.content_type,
-                host=host,
-                transferred=timezone.now() if state.is_remote else None,
-            )
-            self.model.objects.using(self.db).bulk_create(
-                [row],
-                update_conflicts=True,
-                unique_fields=["storage", "name_hash"],
-                update_fields=[
-                    "name", "status", "version", "size", "attempts",
-                    "last_error", "content_type", "host", "checksum", "transferred",
-                    "updated",
-                ],
-            )  # fmt: skip
+            self._upsert(name, state, host)
         self.remember(name, state)
+
+    def _upsert(self, name: str, state: FileState, host: str) -> None:
+        now = timezone.now()
+        sql = statements(self.db)
+        if sql is not None:
+            stamp = sql.timestamp(now)
+            sql.upsert({
+                "storage": self.reference, "name": name, "name_hash": name_hash(name),
+                "status": str(state.status), "version": state.version,
+                "size": state.size, "attempts": state.attempts,
+                "last_error": state.error, "content_type": state.content_type,
+                "host": host, "checksum": "", "created": stamp, "updated": stamp,
+                "transferred": stamp if state.is_remote else None,
+            })  # fmt: skip
+            return
+        row = self.model(
+            storage=self.reference,
+            name=name,
+            name_hash=name_hash(name),
+            status=state.status,
+            version=state.version,
+            size=state.size,
+            attempts=state.attempts,
+            last_error=state.error,
+            content_type=state.content_type,
+            host=host,
+            transferred=now if state.is_remote else None,
+        )
+        self.model.objects.using(self.db).bulk_create(
+            [row],
+            update_conflicts=True,
+            unique_fields=["storage", "name_hash"],
+            update_fields=list(UPSERT_COLUMNS),
+        )
 
     def compare_and_set(
         self,
@@ -258,26 +275,7 @@ class StateStore:
         saved again since, or has moved on: the caller holds a stale view.
         """
         if self.ledger:
-            changes: dict[str, Any] = {
-                "status": new.status,
-                "version": new.version,
-                "attempts": new.attempts,
-                "last_error": new.error,
-                "updated": timezone.now(),
-            }
-            if new.size is not None:
-                changes["size"] = new.size
-            if checksum:
-                changes["checksum"] = checksum
-            if new.status == Status.TRANSFERRED:
-                changes["transferred"] = changes["updated"]
-            rows = self._rows().filter(name_hash=name_hash(name), version=version)
-            rows = rows.exclude(status=Status.DELETED)
-            if only_from:
-                rows = rows.filter(status__in=only_from)
-            with transaction.atomic(using=self.db):
-                count = rows.update(**changes)
-            if not count:
+            if not self._update_row(name, version, new, checksum, only_from):
                 return False
         else:
             current = FileState.from_cache(self._cache_get(self.key(name)))
@@ -292,6 +290,47 @@ class StateStore:
                 return False
         self.remember(name, new)
         return True
+
+    def _update_row(
+        self,
+        name: str,
+        version: str,
+        new: FileState,
+        checksum: str,
+        only_from: tuple[str, ...],
+    ) -> int:
+        """Apply *new* to the ledger row of *name* at *version*; return the count.
+
+        One statement, atomic by itself: no transaction is opened around it.
+        """
+        now = timezone.now()
+        changes: dict[str, Any] = {
+            "status": str(new.status),
+            "version": new.version,
+            "attempts": new.attempts,
+            "last_error": new.error,
+            "updated": now,
+        }
+        if new.size is not None:
+            changes["size"] = new.size
+        if checksum:
+            changes["checksum"] = checksum
+        if new.status == Status.TRANSFERRED:
+            changes["transferred"] = now
+        digest = name_hash(name)
+        sql = statements(self.db)
+        if sql is not None:
+            for column in ("updated", "transferred"):
+                if column in changes:
+                    changes[column] = sql.timestamp(changes[column])
+            where = {"storage": self.reference, "name_hash": digest, "version": version}
+            statuses = tuple(str(status) for status in only_from)
+            return sql.update(changes, where, str(Status.DELETED), statuses)
+        rows = self._rows().filter(name_hash=digest, version=version)
+        rows = rows.exclude(status=Status.DELETED)
+        if only_from:
+            rows = rows.filter(status__in=only_from)
+        return int(rows.update(**changes))
 
     def host_of(self, name: str) -> str:
         """Return the host that wrote *name*, as the ledger recorded it."""

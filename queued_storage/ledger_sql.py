@@ -1,0 +1,125 @@
+"""Written-out SQL for the ledger statements that every save and transfer runs.
+
+The ORM spends more time building a statement than SQLite or PostgreSQL take
+to run it (0.3 to 0.9 ms against tens of microseconds), and a save runs two
+of them, a transfer two more. These statements are the same each time, so
+they are written once per connection, in the syntax that SQLite (3.24 and
+later) and PostgreSQL share, and run through the connection's own cursor: the
+caller's transaction, ``DEBUG`` query logging and ``execute_wrapper()`` all
+still see them. Other databases use the ORM (:mod:`.state` does so when
+:func:`statements` returns ``None``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import connections
+
+#: The databases whose syntax the statements below are written in.
+VENDORS = frozenset({"sqlite", "postgresql"})
+
+#: Columns an upsert replaces when the row exists; ``created`` stays.
+UPSERT_COLUMNS = (
+    "name", "status", "version", "size", "attempts", "last_error",
+    "content_type", "host", "checksum", "transferred", "updated",
+)  # fmt: skip
+
+
+class Statements:
+    """The hot ledger statements of one database connection."""
+
+    def __init__(self, alias: str) -> None:
+        from .models import StoredFile
+
+        self.alias = alias
+        quote = connections[alias].ops.quote_name
+        self.quote = quote
+        self._updates: dict[tuple[Any, ...], str] = {}
+        self.table = quote(StoredFile._meta.db_table)
+        self.in_use_sql = (
+            f"SELECT 1 FROM {self.table} WHERE {quote('storage')} = %s"
+            f" AND {quote('name_hash')} = %s AND {quote('status')} <> %s LIMIT 1"
+        )
+        insert = ("storage", "name_hash", "created", *UPSERT_COLUMNS)
+        self.insert_columns = insert
+        updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in UPSERT_COLUMNS)
+        self.upsert_sql = (
+            f"INSERT INTO {self.table} ({', '.join(quote(c) for c in insert)})"
+            f" VALUES ({', '.join(['%s'] * len(insert))})"
+            f" ON CONFLICT ({quote('storage')}, {quote('name_hash')})"
+            f" DO UPDATE SET {updates}"
+        )
+
+    def _cursor(self) -> Any:
+        return connections[self.alias].cursor()
+
+    def timestamp(self, value: datetime | None) -> Any:
+        """Return *value* as the database stores a ``DateTimeField``."""
+        if value is None:
+            return None
+        return connections[self.alias].ops.adapt_datetimefield_value(value)
+
+    def in_use(self, storage: str, name_hash: str, deleted: str) -> bool:
+        """Return whether a row of *name_hash* exists that is not *deleted*."""
+        with self._cursor() as cursor:
+            cursor.execute(self.in_use_sql, [storage, name_hash, deleted])
+            return cursor.fetchone() is not None
+
+    def upsert(self, values: dict[str, Any]) -> None:
+        """Insert the row of *values*, or replace the one with its name."""
+        params = [values[column] for column in self.insert_columns]
+        with self._cursor() as cursor:
+            cursor.execute(self.upsert_sql, params)
+
+    def update(
+        self,
+        changes: dict[str, Any],
+        where: dict[str, Any],
+        status_not: str,
+        status_in: tuple[str, ...] = (),
+    ) -> int:
+        """Apply *changes* to the rows matching *where*; return how many.
+
+        Rows whose status is *status_not* are left alone, and with
+        *status_in*, so are rows whose status is not one of those.
+        """
+        sql = self._update_sql(tuple(changes), tuple(where), len(status_in))
+        params = [*changes.values(), *where.values(), status_not, *status_in]
+        with self._cursor() as cursor:
+            cursor.execute(sql, params)
+            return int(cursor.rowcount)
+
+    def _update_sql(
+        self, columns: tuple[str, ...], keys: tuple[str, ...], statuses: int
+    ) -> str:
+        shape = (columns, keys, statuses)
+        if shape not in self._updates:
+            self._updates[shape] = self._write_update(*shape)
+        return self._updates[shape]
+
+    def _write_update(
+        self, columns: tuple[str, ...], keys: tuple[str, ...], statuses: int
+    ) -> str:
+        quote = self.quote
+        sets = ", ".join(f"{quote(c)} = %s" for c in columns)
+        conditions = [f"{quote(k)} = %s" for k in keys]
+        conditions.append(f"{quote('status')} <> %s")
+        if statuses:
+            conditions.append(f"{quote('status')} IN ({', '.join(['%s'] * statuses)})")
+        return f"UPDATE {self.table} SET {sets} WHERE {' AND '.join(conditions)}"
+
+
+_statements: dict[tuple[str, str], Statements] = {}
+
+
+def statements(alias: str) -> Statements | None:
+    """Return the statements of database *alias*, or ``None`` to use the ORM."""
+    vendor = connections[alias].vendor
+    if vendor not in VENDORS:
+        return None
+    found = _statements.get((alias, vendor))
+    if found is None:
+        found = _statements[alias, vendor] = Statements(alias)
+    return found

@@ -1,0 +1,145 @@
+"""The ledger's written-out statements behave as the ORM statements they replace.
+
+Each test runs twice: through :mod:`queued_storage.ledger_sql` (the path
+SQLite and PostgreSQL take) and through the ORM (the path of every other
+database, forced here since the suite has no such database to run).
+"""
+
+from datetime import timedelta
+
+import pytest
+from django.core.files.base import ContentFile
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext, override_settings
+from django.utils import timezone
+
+from queued_storage import ledger_sql, state as state_module
+from queued_storage.backends import QueuedStorage
+from queued_storage.models import StoredFile
+from queued_storage.state import FileState, Status
+
+FS = "django.core.files.storage.FileSystemStorage"
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(params=["sql", "orm"])
+def path(request, monkeypatch):
+    if request.param == "orm":
+        monkeypatch.setattr(state_module, "statements", lambda alias: None)
+    return request.param
+
+
+@pytest.fixture
+def storage(tmp_path, path):
+    return QueuedStorage(
+        local=FS,
+        remote=FS,
+        local_options={"location": str(tmp_path / "l")},
+        remote_options={"location": str(tmp_path / "r")},
+        delayed=True,
+        reference="ledger-sql",
+    )
+
+
+def row(storage, name):
+    return StoredFile.objects.get(storage=storage.reference, name=name)
+
+
+def test_the_suites_databases_take_the_written_out_path():
+    assert connection.vendor in ledger_sql.VENDORS
+    assert ledger_sql.statements("default") is not None
+
+
+def test_record_inserts_every_field(storage):
+    before = timezone.now() - timedelta(seconds=1)
+    state = FileState(Status.PENDING, "v1", 12, 0, "", "text/plain")
+    storage.state.record("a/b.txt", state, host="web-1")
+    found = row(storage, "a/b.txt")
+    assert (found.status, found.version, found.size, found.attempts) == (
+        Status.PENDING, "v1", 12, 0,
+    )  # fmt: skip
+    assert (found.content_type, found.host, found.last_error) == (
+        "text/plain", "web-1", "",
+    )  # fmt: skip
+    assert found.transferred is None
+    assert before <= found.created <= timezone.now()
+    assert timedelta(0) <= found.updated - found.created < timedelta(seconds=1)
+
+
+def test_record_replaces_the_row_of_the_same_name_and_keeps_created(storage):
+    storage.state.record("x.bin", FileState(Status.PENDING, "v1", 1), host="h1")
+    created = row(storage, "x.bin").created
+    done = FileState(Status.TRANSFERRED, "v2", 2, 3, "old error", "image/png")
+    storage.state.record("x.bin", done, host="h2")
+    assert StoredFile.objects.filter(storage=storage.reference).count() == 1
+    found = row(storage, "x.bin")
+    assert (found.status, found.version, found.size, found.attempts) == (
+        Status.TRANSFERRED, "v2", 2, 3,
+    )  # fmt: skip
+    assert (found.last_error, found.content_type, found.host) == (
+        "old error", "image/png", "h2",
+    )  # fmt: skip
+    assert found.created == created
+    assert found.transferred is not None and found.transferred >= created
+
+
+def test_in_use_sees_live_rows_of_this_storage_only(storage, tmp_path):
+    assert not storage.state.in_use("n.txt")
+    storage.state.record("n.txt", FileState(Status.PENDING, "v"))
+    assert storage.state.in_use("n.txt")
+    other = QueuedStorage(
+        local=FS, remote=FS, local_options={"location": str(tmp_path / "o")},
+        remote_options={"location": str(tmp_path / "p")}, reference="other",
+    )  # fmt: skip
+    assert not other.state.in_use("n.txt")
+    storage.state.forget("n.txt")
+    assert not storage.state.in_use("n.txt")
+
+
+def test_compare_and_set_applies_only_to_the_version_and_statuses_asked(storage):
+    storage.state.record("c.txt", FileState(Status.PENDING, "v1", 5))
+    moving = FileState(Status.TRANSFERRING, "v1", None, 1)
+    assert not storage.state.compare_and_set("c.txt", "v0", moving)
+    assert not storage.state.compare_and_set(
+        "c.txt", "v1", moving, only_from=(Status.FAILED, Status.TRANSFERRED)
+    )
+    assert row(storage, "c.txt").status == Status.PENDING
+    assert storage.state.compare_and_set(
+        "c.txt", "v1", moving, only_from=(Status.PENDING,)
+    )
+    found = row(storage, "c.txt")
+    assert (found.status, found.attempts, found.size) == (Status.TRANSFERRING, 1, 5)
+    assert found.transferred is None
+    done = FileState(Status.TRANSFERRED, "v1", 5, 1)
+    assert storage.state.compare_and_set("c.txt", "v1", done, checksum="md5:abc")
+    found = row(storage, "c.txt")
+    assert (found.status, found.checksum) == (Status.TRANSFERRED, "md5:abc")
+    assert found.transferred is not None and found.updated >= found.created
+
+
+def test_compare_and_set_never_revives_a_deleted_file(storage):
+    storage.state.record("d.txt", FileState(Status.PENDING, "v1"))
+    storage.state.forget("d.txt")
+    assert not storage.state.compare_and_set(
+        "d.txt", "", FileState(Status.TRANSFERRED, "")
+    )
+    assert row(storage, "d.txt").status == Status.DELETED
+
+
+def test_writes_join_the_callers_transaction(storage):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        storage.state.record("t.txt", FileState(Status.PENDING, "v1"))
+        assert storage.state.in_use("t.txt")
+        raise RuntimeError("roll back")
+    assert not StoredFile.objects.filter(name="t.txt").exists()
+
+
+@override_settings(QUEUED_STORAGE_NAME_CHECK="state")
+def test_a_save_costs_two_statements_and_they_are_logged(storage, path):
+    with CaptureQueriesContext(connection) as queries:
+        name = storage.save("counted.txt", ContentFile(b"x"))
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert len(statements) == 2, statements
+    assert statements[0].upper().startswith("SELECT")
+    assert statements[1].upper().startswith("INSERT")
+    assert row(storage, name).status == Status.PENDING
