@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.base import ContentFile
-from django.db import transaction
 
 from queued_storage.backends import QueuedAzureStorage
-from tests.conftest import wait_for
+from tests import backend_roundtrip as roundtrip
 from tests.services import AzuriteServer
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("celery_worker"),
-]
+pytestmark = roundtrip.MARKS
 
 CONTAINER = "media"
 
@@ -30,11 +24,22 @@ def azurite() -> Iterator[AzuriteServer]:
         yield server
 
 
+@pytest.fixture
+def stored(azurite: AzuriteServer) -> roundtrip.Stored:
+    """What the container holds."""
+
+    def stored(name: str) -> bytes | None:
+        found = blob(azurite, name)
+        return found.download_blob().readall() if found.exists() else None
+
+    return stored
+
+
 def make_storage(
     azurite: AzuriteServer, tmp_path: Path, unique: str, **remote_options: Any
 ) -> QueuedAzureStorage:
     return QueuedAzureStorage(
-        local_options={"location": str(tmp_path / "local"), "base_url": "/local/"},
+        local_options=roundtrip.local_options(tmp_path),
         remote_options={
             "connection_string": azurite.connection_string,
             "azure_container": CONTAINER,
@@ -48,65 +53,33 @@ def blob(azurite: AzuriteServer, name: str) -> Any:
     return azurite.client().get_blob_client(CONTAINER, name)
 
 
-def save_pending(
-    storage: QueuedAzureStorage, azurite: AzuriteServer, name: str, body: bytes
-) -> str:
-    """Save *body*, check it is served locally, and let it be queued."""
-    with transaction.atomic():
-        name = storage.save(name, ContentFile(body))
-        assert storage.using_local(name)
-        assert storage.url(name) == f"/local/{name}"
-        with storage.open(name) as local_file:
-            assert local_file.read() == body
-        assert not blob(azurite, name).exists()
-    return name
-
-
-def fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
-        return response.read()
-
-
 def test_round_trip_serves_locally_then_from_azure(
-    azurite: AzuriteServer, tmp_path: Path, unique: str
+    azurite: AzuriteServer, stored: roundtrip.Stored, tmp_path: Path, unique: str
 ) -> None:
     storage = make_storage(azurite, tmp_path, unique)
     body = f"queued to Azure {unique}\n".encode()
-    name = save_pending(storage, azurite, f"docs/{unique}.txt", body)
-    assert Path(storage.local.path(name)).read_bytes() == body
-
-    wait_for(lambda: storage.using_remote(name))
-
-    url = storage.url(name)
-    assert url == f"{azurite.endpoint_url}/{CONTAINER}/{name}"
-    assert fetch(url) == body
-    with storage.open(name) as remote_file:
-        assert type(remote_file).__module__ == "storages.backends.azure_storage"
-        assert remote_file.read() == body
-    assert storage.size(name) == len(body)
-    stored = blob(azurite, name)
-    assert stored.get_blob_properties().content_settings.content_type == "text/plain"
-    assert stored.download_blob().readall() == body
+    name = roundtrip.check_round_trip(
+        storage,
+        f"docs/{unique}.txt",
+        body,
+        stored,
+        base_url=f"{azurite.endpoint_url}/{CONTAINER}/",
+        module="storages.backends.azure_storage",
+    )
+    assert roundtrip.fetch(storage.url(name)) == body
+    settings = blob(azurite, name).get_blob_properties().content_settings
+    assert settings.content_type == "text/plain"
 
 
 def test_delete_removes_both_copies(
-    azurite: AzuriteServer, tmp_path: Path, unique: str
+    azurite: AzuriteServer, stored: roundtrip.Stored, tmp_path: Path, unique: str
 ) -> None:
     storage = make_storage(azurite, tmp_path, unique)
-    name = save_pending(storage, azurite, f"docs/{unique}.txt", b"gone")
-    wait_for(lambda: storage.using_remote(name))
-    local_path = Path(storage.local.path(name))
-    assert local_path.is_file() and blob(azurite, name).exists()
-
-    storage.delete(name)
-
-    assert not local_path.exists()
-    assert not blob(azurite, name).exists()
-    assert not storage.exists(name)
+    roundtrip.check_delete_removes_both_copies(storage, f"docs/{unique}.txt", stored)
 
 
 def test_cache_control_and_signed_urls_apply_to_the_remote(
-    azurite: AzuriteServer, tmp_path: Path, unique: str
+    azurite: AzuriteServer, stored: roundtrip.Stored, tmp_path: Path, unique: str
 ) -> None:
     storage = make_storage(
         azurite,
@@ -117,13 +90,12 @@ def test_cache_control_and_signed_urls_apply_to_the_remote(
         cache_control="public, max-age=600",
     )
     body = bytes(range(256)) * 64
-    name = save_pending(storage, azurite, f"private/{unique}.bin", body)
-    wait_for(lambda: storage.using_remote(name))
+    name = roundtrip.save_transferred(storage, f"private/{unique}.bin", body, stored)
 
     url = storage.url(name)
     base = f"{azurite.endpoint_url}/{CONTAINER}/uploads/{name}?"
     assert url.startswith(base) and "sig=" in url
-    assert fetch(url) == body
+    assert roundtrip.fetch(url) == body
     settings = blob(azurite, f"uploads/{name}").get_blob_properties().content_settings
     assert settings.cache_control == "public, max-age=600"
-    assert not blob(azurite, name).exists()
+    assert stored(name) is None

@@ -13,19 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.base import ContentFile
-from django.db import transaction
 from django.test import override_settings
 
 from queued_storage.backends import QueuedSFTPStorage
 from queued_storage.status import Status
+from tests import backend_roundtrip as roundtrip
 from tests.conftest import wait_for
 from tests.services import SFTPServer
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("celery_worker"),
-]
+pytestmark = roundtrip.MARKS
 
 BASE_URL = "https://files.example.test/media/"
 
@@ -34,6 +30,12 @@ BASE_URL = "https://files.example.test/media/"
 def sftp() -> Iterator[SFTPServer]:
     with SFTPServer() as server:
         yield server
+
+
+@pytest.fixture
+def stored(sftp: SFTPServer) -> roundtrip.Stored:
+    """What the server keeps under ``/media``."""
+    return roundtrip.files_under(sftp.root / "media")
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def make_storage(
     sftp: SFTPServer, tmp_path: Path, unique: str, **remote_options: Any
 ) -> QueuedSFTPStorage:
     return QueuedSFTPStorage(
-        local_options={"location": str(tmp_path / "local"), "base_url": "/local/"},
+        local_options=roundtrip.local_options(tmp_path),
         remote_options={
             **sftp.storage_options(root_path="/media"),
             "base_url": BASE_URL,
@@ -64,69 +66,43 @@ def on_server(sftp: SFTPServer, name: str) -> Path:
     return sftp.root / "media" / name
 
 
-def save_pending(
-    storage: QueuedSFTPStorage, sftp: SFTPServer, name: str, body: bytes
-) -> str:
-    """Save *body*, check it is served locally, and let it be queued."""
-    with transaction.atomic():
-        name = storage.save(name, ContentFile(body))
-        assert storage.using_local(name)
-        assert storage.url(name) == f"/local/{name}"
-        with storage.open(name) as local_file:
-            assert local_file.read() == body
-        assert not on_server(sftp, name).exists()
-    return name
-
-
 def test_round_trip_serves_locally_then_over_sftp(
-    sftp: SFTPServer, storage: QueuedSFTPStorage, unique: str
+    storage: QueuedSFTPStorage, stored: roundtrip.Stored, unique: str
 ) -> None:
-    body = f"queued over SFTP {unique}\n".encode()
-    name = save_pending(storage, sftp, f"docs/{unique}.txt", body)
-    assert Path(storage.local.path(name)).read_bytes() == body
-
-    wait_for(lambda: storage.using_remote(name))
-
-    assert storage.url(name) == f"{BASE_URL}{name}"
-    with storage.open(name) as remote_file:
-        assert type(remote_file).__module__ == "storages.backends.sftpstorage"
-        assert remote_file.read() == body
-    assert storage.size(name) == len(body)
-    assert on_server(sftp, name).read_bytes() == body
+    roundtrip.check_round_trip(
+        storage,
+        f"docs/{unique}.txt",
+        f"queued over SFTP {unique}\n".encode(),
+        stored,
+        base_url=BASE_URL,
+        module="storages.backends.sftpstorage",
+    )
 
 
 def test_delete_removes_both_copies(
-    sftp: SFTPServer, storage: QueuedSFTPStorage, unique: str
+    storage: QueuedSFTPStorage, stored: roundtrip.Stored, unique: str
 ) -> None:
-    name = save_pending(storage, sftp, f"docs/{unique}.txt", b"gone")
-    wait_for(lambda: storage.using_remote(name))
-    local_path = Path(storage.local.path(name))
-    assert local_path.is_file() and on_server(sftp, name).is_file()
-
-    storage.delete(name)
-
-    assert not local_path.exists()
-    assert not on_server(sftp, name).exists()
-    assert not storage.exists(name)
+    roundtrip.check_delete_removes_both_copies(storage, f"docs/{unique}.txt", stored)
 
 
 def test_file_and_directory_modes_apply_on_the_server(
-    sftp: SFTPServer, tmp_path: Path, unique: str
+    sftp: SFTPServer, stored: roundtrip.Stored, tmp_path: Path, unique: str
 ) -> None:
     storage = make_storage(sftp, tmp_path, unique, file_mode=0o640, dir_mode=0o750)
     try:
-        name = save_pending(storage, sftp, f"modes-{unique}/deep/file.bin", b"\0" * 99)
-        wait_for(lambda: storage.using_remote(name))
-        stored = on_server(sftp, name)
-        assert stat.S_IMODE(stored.stat().st_mode) == 0o640
-        assert stat.S_IMODE(stored.parent.stat().st_mode) == 0o750
-        assert stored.read_bytes() == b"\0" * 99
+        name = roundtrip.save_transferred(
+            storage, f"modes-{unique}/deep/file.bin", b"\0" * 99, stored
+        )
+        path = on_server(sftp, name)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o750
+        assert stored(name) == b"\0" * 99
     finally:
         storage.remote.close()
 
 
 def test_a_host_key_that_does_not_match_fails_the_transfer(
-    sftp: SFTPServer, tmp_path: Path, unique: str
+    sftp: SFTPServer, stored: roundtrip.Stored, tmp_path: Path, unique: str
 ) -> None:
     import asyncssh
 
@@ -137,7 +113,9 @@ def test_a_host_key_that_does_not_match_fails_the_transfer(
     # Checking the name on the remote would already refuse the host: let the
     # transfer be what meets it.
     with override_settings(QUEUED_STORAGE_NAME_CHECK="state"):
-        name = save_pending(storage, sftp, f"docs/{unique}.txt", b"never sent")
+        name = roundtrip.save_pending(
+            storage, f"docs/{unique}.txt", b"never sent", stored
+        )
 
     failed = wait_for(
         lambda: (
@@ -150,4 +128,4 @@ def test_a_host_key_that_does_not_match_fails_the_transfer(
     assert "BadHostKeyException" in failed.error
     assert failed.attempts == 3
     assert storage.url(name) == f"/local/{name}"
-    assert not on_server(sftp, name).exists()
+    assert stored(name) is None
