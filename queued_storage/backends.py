@@ -6,21 +6,23 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.core.files import File, locks
 from django.db import transaction
 from django.utils.deconstruct import deconstructible
 
+from . import enqueue as sending
 from .base import QueuedStorageBase
 from .conf import settings
-from . import enqueue as sending
 from .enqueue import transfer_queue as transfer_queue  # where it used to be
+from .s3_urls import url_builder
 from .signals import file_queued
 from .state import FileState, Status
 
 logger = logging.getLogger("queued_storage")
+
 
 @deconstructible(path="queued_storage.backends.QueuedStorage")
 class QueuedStorage(QueuedStorageBase):
@@ -195,17 +197,23 @@ class QueuedStorage(QueuedStorageBase):
         return self.get_storage(name).size(name)
 
     def url(self, name: str | None) -> str:
-        return self.get_storage(self.validate_name(name)).url(name)
+        checked = self.validate_name(name)
+        return self._url_of(self.get_storage(checked))(checked)
 
     def urls(self, names: Iterable[str]) -> dict[str, str]:
         """Return the URL of each of *names*, with one cache round trip."""
         states = self.get_states([self.validate_name(name) for name in names])
+        remote, local = self._url_of(self.remote), self.local.url
         return {
-            name: (self.remote if s is not None and s.is_remote else self.local).url(
-                name
-            )
+            name: (remote if s is not None and s.is_remote else local)(name)
             for name, s in states.items()
         }
+
+    def _url_of(self, storage: Any) -> Callable[[str], str]:
+        """Return the ``url`` function of *storage*, or a faster equivalent."""
+        if storage is self.remote:
+            return url_builder(storage) or storage.url
+        return storage.url
 
     def path(self, name: str) -> str:
         return self.get_storage(self.validate_name(name)).path(name)

@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+# The shared checks of the backend tests report their values when they fail.
+pytest.register_assert_rewrite("tests.backend_roundtrip")
+
 _services: list[Any] = []
 
 

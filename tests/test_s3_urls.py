@@ -245,3 +245,31 @@ def test_no_builder_when_the_url_changes_with_the_key_beyond_quoting(
 
     monkeypatch.setattr(client, "generate_presigned_url", tagged)
     assert url_builder(storage) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_queued_storage_serves_remote_urls_through_the_builder(
+    servers, unique, tmp_path, monkeypatch
+):
+    from queued_storage.backends import QueuedS3Storage
+    from queued_storage.state import FileState, Status
+
+    queued = QueuedS3Storage(
+        local_options={"location": str(tmp_path), "base_url": "/media/"},
+        remote_options={"querystring_auth": False, "location": f"q-{unique}"},
+        delayed=True,
+    )
+    names = [queued.save(f"page/{i} é+.txt", ContentFile(b"x")) for i in range(4)]
+    for name in names[:2]:
+        queued.state.record(name, FileState(Status.TRANSFERRED, "v", 1))
+    expected = {
+        name: (queued.remote if i < 2 else queued.local).url(name)
+        for i, name in enumerate(names)
+    }
+    url_builder(queued.remote)  # made once, before counting
+    calls = count_botocore_calls(queued.remote, monkeypatch)
+    assert queued.urls(names) == expected
+    assert [queued.url(name) for name in names] == list(expected.values())
+    assert calls == []
+    assert expected[names[0]].startswith(servers["s3"].endpoint_url)
+    assert expected[names[2]].startswith("/media/page/")
