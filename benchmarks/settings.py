@@ -60,6 +60,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+# Celery's Django fixup closes the database connection before and after every
+# task unless this is set, which docs/deployment.rst advises for workers; 0
+# measures the default.
+CELERY_DB_REUSE_MAX = int(ENV("QS_BENCH_DB_REUSE_MAX", "1000")) or None
 
 AWS_S3_ENDPOINT_URL = ENV("QS_BENCH_S3_ENDPOINT", "http://127.0.0.1:5000")
 AWS_ACCESS_KEY_ID = "testing"

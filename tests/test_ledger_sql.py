@@ -13,7 +13,8 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 
-from queued_storage import ledger_sql, state as state_module
+from queued_storage import ledger_sql
+from queued_storage import state as state_module
 from queued_storage.backends import QueuedStorage
 from queued_storage.models import StoredFile
 from queued_storage.state import FileState, Status
