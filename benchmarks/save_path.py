@@ -121,6 +121,17 @@ def rtt_case(bench: Bench) -> Case:
     return Case("redis_round_trip", lambda i: cache.get("bench:missing-key"))
 
 
+def publish_case(bench: Bench) -> Case:
+    """Send one transfer message as ``save()`` does, and nothing else."""
+    from queued_storage import enqueue
+
+    storage = bench.storage
+    return Case(
+        "celery_publish",
+        lambda i: enqueue.send(storage, f"save/publish/{i}.bin", "0" * 16, None),
+    )
+
+
 def count(bench: Bench, label: str, size: str, data: bytes) -> dict[str, Any]:
     """Count the round trips of one save of a queued variant."""
     from django.db import connection
@@ -154,10 +165,11 @@ def run(bench: Bench) -> dict[str, Any]:
             QueuedVariant(bench, label, size, data).case() for label in QUEUED_VARIANTS
         ]
         if nbytes <= MIB:
-            cases.append(rtt_case(bench))
+            cases += [rtt_case(bench), publish_case(bench)]
         timed = interleave(cases, reps, budget=budget)
-        if "redis_round_trip" not in timed:
-            timed["redis_round_trip"] = results["10KiB"]["timings"]["redis_round_trip"]
+        for shared in ("redis_round_trip", "celery_publish"):
+            if shared not in timed:
+                timed[shared] = results["10KiB"]["timings"][shared]
         base, rtt = median_ms(timed["filesystem"]), median_ms(timed["redis_round_trip"])
         derived = {}
         for label in [*QUEUED_VARIANTS, "s3storage"]:
@@ -169,6 +181,8 @@ def run(bench: Bench) -> dict[str, Any]:
             }
         results[size] = {
             "bytes": nbytes,
+            # What Celery's apply_async() of the message costs by itself.
+            "publish_round_trips": median_ms(timed["celery_publish"]) / rtt,
             "timings": timed,
             "versus_filesystem": derived,
             "counts": {
