@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from django.core.cache import caches
@@ -24,7 +23,7 @@ from django.utils import timezone
 
 from .conf import settings
 from .ledger_sql import UPSERT_COLUMNS, statements
-from .status import Status
+from .status import FileState, Status
 
 if TYPE_CHECKING:
     from .models import StoredFile
@@ -37,54 +36,6 @@ __all__ = ["FileState", "StateStore", "Status", "name_hash"]
 def name_hash(name: str) -> str:
     """Return the hex SHA-256 of *name*, the ledger's index on names."""
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-@dataclass(frozen=True)
-class FileState:
-    """What is known of one file: its status, version token, size and errors."""
-
-    status: str
-    version: str = ""
-    size: int | None = None
-    attempts: int = 0
-    error: str = ""
-    #: The content type the upload declared, handed to the remote.
-    content_type: str = ""
-
-    @property
-    def is_remote(self) -> bool:
-        """Return whether the file is served from the remote storage."""
-        return self.status == Status.TRANSFERRED
-
-    @property
-    def is_deleted(self) -> bool:
-        """Return whether the file was deleted."""
-        return self.status == Status.DELETED
-
-    def evolve(self, **changes: Any) -> FileState:
-        """Return a copy of this state with *changes* applied."""
-        return replace(self, **changes)
-
-    def to_cache(self) -> tuple[str, str, int | None, int, str, str]:
-        return (
-            str(self.status), self.version, self.size, self.attempts, self.error,
-            self.content_type,
-        )  # fmt: skip
-
-    @classmethod
-    def from_cache(cls, value: Any) -> FileState | None:
-        try:
-            status, version, size, attempts, error, content_type = value
-        except (TypeError, ValueError):
-            return None  # An entry of another shape: treat it as a miss.
-        return cls(status, version, size, attempts, error, content_type)
-
-    @classmethod
-    def from_row(cls, row: StoredFile) -> FileState:
-        return cls(
-            row.status, row.version, row.size, row.attempts, row.last_error,
-            row.content_type,
-        )  # fmt: skip
 
 
 class StateStore:

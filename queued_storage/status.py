@@ -1,6 +1,14 @@
-"""The statuses a file goes through."""
+"""A file's status, and the record of what is known of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
+
+if TYPE_CHECKING:
+    from .models import StoredFile
 
 
 class Status(models.TextChoices):
@@ -11,3 +19,51 @@ class Status(models.TextChoices):
     TRANSFERRED = "transferred"
     FAILED = "failed"
     DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What is known of one file: its status, version token, size and errors."""
+
+    status: str
+    version: str = ""
+    size: int | None = None
+    attempts: int = 0
+    error: str = ""
+    #: The content type the upload declared, handed to the remote.
+    content_type: str = ""
+
+    @property
+    def is_remote(self) -> bool:
+        """Return whether the file is served from the remote storage."""
+        return self.status == Status.TRANSFERRED
+
+    @property
+    def is_deleted(self) -> bool:
+        """Return whether the file was deleted."""
+        return self.status == Status.DELETED
+
+    def evolve(self, **changes: Any) -> FileState:
+        """Return a copy of this state with *changes* applied."""
+        return replace(self, **changes)
+
+    def to_cache(self) -> tuple[str, str, int | None, int, str, str]:
+        return (
+            str(self.status), self.version, self.size, self.attempts, self.error,
+            self.content_type,
+        )  # fmt: skip
+
+    @classmethod
+    def from_cache(cls, value: Any) -> FileState | None:
+        try:
+            status, version, size, attempts, error, content_type = value
+        except (TypeError, ValueError):
+            return None  # An entry of another shape: treat it as a miss.
+        return cls(status, version, size, attempts, error, content_type)
+
+    @classmethod
+    def from_row(cls, row: StoredFile) -> FileState:
+        return cls(
+            row.status, row.version, row.size, row.attempts, row.last_error,
+            row.content_type,
+        )  # fmt: skip
