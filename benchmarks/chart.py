@@ -17,6 +17,7 @@ AIM = {"color": "#e67e22", "linestyle": ":", "linewidth": 1.2}
 COLORS = {True: "#2e86c1", False: "#c0392b", None: "#95a5a6"}
 SAVE = "save.10KiB"
 VARIANTS = {
+    "queued_state_check_outbox": "state check, outbox",
     "queued_state_check": "state check",
     "queued_state_check_no_ledger": "state check, no ledger",
     "queued_remote_check": "remote check (+ HEAD)",
@@ -26,6 +27,7 @@ SIZES = [
     (f"{size}: {name}", f"save.{size}.versus_filesystem.{label}.ratio")
     for size in ("10KiB", "1MiB", "100MiB")
     for label, name in (
+        ("queued_state_check_outbox", "outbox"),
         ("queued_state_check", "state check"),
         ("s3storage", "S3Storage"),
     )
@@ -69,7 +71,7 @@ PANELS = [
             ),
         ],
         goal=3,
-        judged=("state check", "state check, no ledger"),
+        judged=("state check, outbox", "state check", "state check, no ledger"),
     ),
     Panel(
         "Save: time / FileSystemStorage.save time, by size (log)",

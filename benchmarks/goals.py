@@ -56,6 +56,12 @@ GOALS = [
     Goal("save_overhead_state", "Time a 10 KiB save adds to FileSystemStorage.save, "
          "state check, ledger on", "round-trip times", 3, "max",
          f"{SAVE}.versus_filesystem.queued_state_check.overhead_round_trips"),
+    Goal("save_round_trips_outbox", "Redis round trips of a save, state name check, "
+         "outbox", "round trips", 2, "max",
+         f"{SAVE}.counts.queued_state_check_outbox.redis_round_trips"),
+    Goal("save_overhead_outbox", "Time a 10 KiB save adds to FileSystemStorage.save, "
+         "state check, outbox", "round-trip times", 3, "max",
+         f"{SAVE}.versus_filesystem.queued_state_check_outbox.overhead_round_trips"),
     Goal("read_round_trips", "Most cache round trips of url(), exists() or size() on "
          "a known state", "round trips", 1, "max"),
     Goal("read_remote_requests", "Remote requests of url(), exists() and size() on a "

@@ -27,12 +27,13 @@ from .measure import (
 KIB = 1024
 MIB = 1024 * KIB
 
-#: ``label: (NAME_CHECK, LEDGER)`` of each queued variant.
+#: ``label: (NAME_CHECK, LEDGER, OUTBOX)`` of each queued variant.
 QUEUED_VARIANTS = {
-    "queued_remote_check": ("remote", True),
-    "queued_state_check": ("state", True),
-    "queued_state_check_no_ledger": ("state", False),
-    "queued_remote_check_no_ledger": ("remote", False),
+    "queued_remote_check": ("remote", True, False),
+    "queued_state_check": ("state", True, False),
+    "queued_state_check_no_ledger": ("state", False, False),
+    "queued_remote_check_no_ledger": ("remote", False, False),
+    "queued_state_check_outbox": ("state", True, True),
 }
 
 
@@ -46,11 +47,13 @@ def sizes(bench: Bench) -> list[tuple[str, int, int, float]]:
 
 
 @contextmanager
-def configured(name_check: str, ledger: bool) -> Iterator[None]:
+def configured(name_check: str, ledger: bool, outbox: bool) -> Iterator[None]:
     from django.test import override_settings
 
     with override_settings(
-        QUEUED_STORAGE_NAME_CHECK=name_check, QUEUED_STORAGE_LEDGER=ledger
+        QUEUED_STORAGE_NAME_CHECK=name_check,
+        QUEUED_STORAGE_LEDGER=ledger,
+        QUEUED_STORAGE_OUTBOX=outbox,
     ):
         yield
 

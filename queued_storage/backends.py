@@ -86,7 +86,8 @@ class QueuedStorage(QueuedStorageBase):
 
         The state is recorded under the name the file was actually saved as.
         The transfer is queued when the current database transaction commits
-        (at once outside a transaction), unless the storage is delayed.
+        (at once outside a transaction), unless the storage is delayed; with
+        ``QUEUED_STORAGE_OUTBOX``, the dispatcher queues it instead.
         """
         if name is None:
             name = content.name
@@ -103,9 +104,18 @@ class QueuedStorage(QueuedStorageBase):
         size = getattr(content, "size", None)
         content_type = _content_type(content)
         state = FileState(Status.PENDING, version, size, content_type=content_type)
-        self.state.record(name, state, host=sending.host())
-        transaction.on_commit(lambda: self._queued(name, version), using=self.state.db)
+        outbox = self.uses_outbox()
+        self.state.record(name, state, host=sending.host(), outbox=outbox)
+        transaction.on_commit(
+            lambda: self._queued(name, version, outbox), using=self.state.db
+        )
         return name
+
+    def uses_outbox(self) -> bool:
+        """Return whether a save leaves its transfer message to the dispatcher."""
+        return bool(
+            settings.QUEUED_STORAGE_OUTBOX and self.state.ledger and not self.delayed
+        )
 
     def _remove_partial(self, name: str) -> None:
         """Remove what a failed local write left under *name*.
@@ -134,13 +144,16 @@ class QueuedStorage(QueuedStorageBase):
                 extra={"file_name": name, "storage": self.reference},
             )  # fmt: skip
 
-    def _queued(self, name: str, version: str) -> None:
-        then = "its transfer waits for transfer()" if self.delayed else "queuing it"
+    def _queued(self, name: str, version: str, outbox: bool = False) -> None:
+        if self.delayed:
+            then = "its transfer waits for transfer()"
+        else:
+            then = "the dispatcher queues it" if outbox else "queuing it"
         logger.info(
             "Saved %r locally; %s.", name, then,
             extra={"file_name": name, "storage": self.reference, "status": "pending"},
         )  # fmt: skip
-        if not self.delayed and self.enqueue(name, version) is None:
+        if outbox or (not self.delayed and self.enqueue(name, version) is None):
             return
         file_queued.send(type(self), name=name, storage=self, version=version)
 

@@ -160,6 +160,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="queued_storage.E006",
             )
         )
+    if settings.QUEUED_STORAGE_OUTBOX and not settings.QUEUED_STORAGE_LEDGER:
+        errors.append(
+            Error(
+                "QUEUED_STORAGE_OUTBOX needs the ledger, which holds the outbox: "
+                "set QUEUED_STORAGE_LEDGER = True, or QUEUED_STORAGE_OUTBOX = False "
+                "to send each message from save().",
+                id="queued_storage.E008",
+            )
+        )
     return errors
 
 

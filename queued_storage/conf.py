@@ -43,6 +43,10 @@ class QueuedStorageConf(AppConf):
     #: How many times a message may be delivered again after a worker was lost
     #: before the transfer is marked failed.
     MAX_DELIVERIES = 5
+    #: Leave the transfer message of a save to the dispatcher
+    #: (``manage.py queued_storage dispatch``) instead of sending it from
+    #: ``save()``: the ledger row is the message. Needs the ledger.
+    OUTBOX = False
 
     class Meta:
         prefix = "queued_storage"

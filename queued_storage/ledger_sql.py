@@ -23,7 +23,7 @@ VENDORS = frozenset({"sqlite", "postgresql"})
 #: Columns an upsert replaces when the row exists; ``created`` stays.
 UPSERT_COLUMNS = (
     "name", "status", "version", "size", "attempts", "last_error",
-    "content_type", "host", "checksum", "transferred", "updated",
+    "content_type", "host", "checksum", "transferred", "updated", "outbox",
 )  # fmt: skip
 
 

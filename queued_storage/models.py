@@ -34,6 +34,9 @@ class StoredFile(models.Model):
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)
     transferred = models.DateTimeField(_("transferred"), null=True, blank=True)
+    #: The transfer message of this version is still to be sent, by the
+    #: dispatcher (``QUEUED_STORAGE_OUTBOX``).
+    outbox = models.BooleanField(_("in the outbox"), default=False)
 
     class Meta:
         verbose_name = _("stored file")

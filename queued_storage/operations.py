@@ -54,7 +54,8 @@ def status_counts(storage: str | None = None) -> dict[str, Any]:
         oldest=Min("updated")
     )["oldest"]
     age = (timezone.now() - oldest).total_seconds() if oldest else None
-    return {"counts": counts, "oldest_pending_seconds": age}
+    outbox = rows.filter(status=Status.PENDING, outbox=True).count()
+    return {"counts": counts, "oldest_pending_seconds": age, "outbox": outbox}
 
 
 def retry_failed(
@@ -122,6 +123,8 @@ def reconcile(
         if target is None or target.delayed:
             continue  # Delayed files wait for an explicit transfer().
         if target.enqueue(row.name, row.version, host=row.host or None) is not None:
+            if row.outbox:  # Sent: the dispatcher must not send it again.
+                rows.filter(pk=row.pk, version=row.version).update(outbox=False)
             queued.append(row.name)
     if queued:
         logger.warning("Reconcile queued %d stale transfers again.", len(queued))

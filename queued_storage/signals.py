@@ -14,6 +14,8 @@ file_transferred = Signal()
 #: Sent when a file has been saved locally and its transfer queued (or left
 #: for a later ``transfer()`` call when the storage is delayed). Not sent when
 #: the broker could not be reached: the file then waits for a reconcile.
+#: With ``QUEUED_STORAGE_OUTBOX``, sent by the dispatcher, in its process,
+#: once it has sent the message.
 #: Arguments: ``name``, ``storage`` (the queued storage), ``version``.
 file_queued = Signal()
 

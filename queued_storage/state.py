@@ -166,17 +166,20 @@ class StateStore:
 
     # Writes ---------------------------------------------------------------
 
-    def record(self, name: str, state: FileState, *, host: str = "") -> None:
+    def record(
+        self, name: str, state: FileState, *, host: str = "", outbox: bool = False
+    ) -> None:
         """Record *state* for *name*, replacing whatever was there.
 
         The ledger row is written in the caller's transaction; the cache is
-        updated at once.
+        updated at once. With *outbox*, the row also asks the dispatcher to
+        send the transfer message of this version.
         """
         if self.ledger:
-            self._upsert(name, state, host)
+            self._upsert(name, state, host, outbox)
         self.remember(name, state)
 
-    def _upsert(self, name: str, state: FileState, host: str) -> None:
+    def _upsert(self, name: str, state: FileState, host: str, outbox: bool) -> None:
         now = timezone.now()
         sql = statements(self.db)
         if sql is not None:
@@ -188,6 +191,7 @@ class StateStore:
                 "last_error": state.error, "content_type": state.content_type,
                 "host": host, "checksum": "", "created": stamp, "updated": stamp,
                 "transferred": stamp if state.is_remote else None,
+                "outbox": outbox,
             })  # fmt: skip
             return
         row = self.model(
@@ -202,6 +206,7 @@ class StateStore:
             content_type=state.content_type,
             host=host,
             transferred=now if state.is_remote else None,
+            outbox=outbox,
         )
         self.model.objects.using(self.db).bulk_create(
             [row],

@@ -63,6 +63,7 @@ def test_record_inserts_every_field(storage):
         "text/plain", "web-1", "",
     )  # fmt: skip
     assert found.transferred is None
+    assert found.outbox is False
     assert before <= found.created <= timezone.now()
     assert timedelta(0) <= found.updated - found.created < timedelta(seconds=1)
 
@@ -71,7 +72,7 @@ def test_record_replaces_the_row_of_the_same_name_and_keeps_created(storage):
     storage.state.record("x.bin", FileState(Status.PENDING, "v1", 1), host="h1")
     created = row(storage, "x.bin").created
     done = FileState(Status.TRANSFERRED, "v2", 2, 3, "old error", "image/png")
-    storage.state.record("x.bin", done, host="h2")
+    storage.state.record("x.bin", done, host="h2", outbox=True)
     assert StoredFile.objects.filter(storage=storage.reference).count() == 1
     found = row(storage, "x.bin")
     assert (found.status, found.version, found.size, found.attempts) == (
@@ -82,6 +83,7 @@ def test_record_replaces_the_row_of_the_same_name_and_keeps_created(storage):
     )  # fmt: skip
     assert found.created == created
     assert found.transferred is not None and found.transferred >= created
+    assert found.outbox is True
 
 
 def test_in_use_sees_live_rows_of_this_storage_only(storage, tmp_path):
@@ -140,7 +142,11 @@ def test_a_save_costs_two_statements_and_they_are_logged(storage, path):
     with CaptureQueriesContext(connection) as queries:
         name = storage.save("counted.txt", ContentFile(b"x"))
     statements = [query["sql"] for query in queries.captured_queries]
-    assert len(statements) == 2, statements
-    assert statements[0].upper().startswith("SELECT")
-    assert statements[1].upper().startswith("INSERT")
+    kinds = [sql.split(None, 1)[0].upper() for sql in statements]
+    if path == "sql":
+        assert kinds == ["SELECT", "INSERT"], statements
+    else:
+        # Some Django versions wrap bulk_create() in a transaction of its own.
+        control = {"BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"}
+        assert [k for k in kinds if k not in control] == ["SELECT", "INSERT"]
     assert row(storage, name).status == Status.PENDING

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import operations, registry
+from ... import dispatch, operations, registry
 from ...exceptions import UnknownStorage
 
 
@@ -46,6 +47,17 @@ class Command(BaseCommand):
         )  # fmt: skip
         verify = add("verify", "Compare remote copies of transferred files.")
         verify.add_argument("names", nargs="*", help="Only these file names.")
+        dispatch = add("dispatch", "Send the transfer messages of the outbox.")
+        dispatch.add_argument(
+            "--once", action="store_true", help="One pass, then exit."
+        )
+        dispatch.add_argument(
+            "--interval", type=float, default=0.2, metavar="SECONDS",
+            help="Seconds between two looks at an empty outbox (default: 0.2).",
+        )  # fmt: skip
+        dispatch.add_argument(
+            "--batch", type=int, default=100, help="Messages per pass (default: 100)."
+        )
         bulk = add("import", "Move the local files that are not remote yet.")
         bulk.add_argument("--dry-run", action="store_true")
         bulk.add_argument(
@@ -80,7 +92,26 @@ class Command(BaseCommand):
             self.say(options, f"{status:>13}: {count}")
         age = result["oldest_pending_seconds"]
         self.say(options, "oldest pending: " + ("-" if age is None else f"{age:.0f} s"))
+        self.say(options, f"in the outbox: {result['outbox']}")
         return result
+
+    def do_dispatch(self, options: dict[str, Any]) -> dict[str, Any]:
+        batch, storage = options["batch"], options["storage"]
+        if batch < 1 or options["interval"] <= 0:
+            raise CommandError("--batch and --interval must be positive.")
+        if options["once"]:
+            names = dispatch.dispatch(batch, storage)
+            self.say(options, f"Queued {len(names)} transfers from the outbox.")
+            return {"queued": names}
+        stopping: list[int] = []
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda signum, frame: stopping.append(signum))
+        self.say(options, "Dispatching the outbox; stop with Ctrl-C or SIGTERM.")
+        total = dispatch.run(
+            options["interval"], batch, storage, stop=lambda: bool(stopping)
+        )
+        self.say(options, f"Queued {total} transfers from the outbox.")
+        return {"queued": total}
 
     def do_storages(self, options: dict[str, Any]) -> dict[str, Any]:
         result = {}
