@@ -22,7 +22,7 @@ class StoredFileAdmin(admin.ModelAdmin):
     list_display = (
         "name", "storage", "status", "age", "host", "attempts", "short_error",
     )  # fmt: skip
-    list_filter = ("status", "storage")
+    list_filter = ("status", "storage", "outbox")
     search_fields = ("name",)
     ordering = ("-updated",)
     actions = ("retry_transfers", "verify_copies")

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -246,3 +247,19 @@ def test_a_dispatcher_process_feeds_the_worker_and_stops_on_sigterm(
     assert not StoredFile.objects.filter(storage=storage.reference, outbox=True)
     assert process.returncode == 0, output
     assert "Queued 5 transfers from the outbox." in output
+
+
+def test_the_admin_filters_the_outbox(
+    outbox, queue, storage, client, django_user_model
+):
+    staff = django_user_model.objects.create_superuser("ob", "ob@example.com", "pw")
+    client.force_login(staff)
+    waiting = storage.save("waiting.txt", ContentFile(b"x"))
+    with override_settings(QUEUED_STORAGE_OUTBOX=False):
+        sent = storage.save("sent.txt", ContentFile(b"x"))
+    page = client.get("/admin/queued_storage/storedfile/?outbox__exact=1")
+    assert page.status_code == 200
+    content = page.content.decode()
+    assert re.search(r"By\s+in the outbox", content)  # The filter is offered.
+    assert waiting in content
+    assert sent not in content
