@@ -110,6 +110,24 @@ def celery_worker(
 
 
 @pytest.fixture
+def fs_queued(tmp_path: Any) -> Callable[..., Any]:
+    """Return a maker of queued storages between two folders of this test."""
+    from queued_storage.backends import QueuedStorage
+
+    def make(**options: Any) -> Any:
+        fs = "django.core.files.storage.FileSystemStorage"
+        return QueuedStorage(
+            local=fs,
+            remote=fs,
+            local_options={"location": str(tmp_path / "local")},
+            remote_options={"location": str(tmp_path / "remote")},
+            **options,
+        )
+
+    return make
+
+
+@pytest.fixture
 def unique() -> str:
     """Return a short random string to keep file names of tests apart."""
     return uuid.uuid4().hex[:10]

@@ -6,23 +6,15 @@ import pytest
 from django.core.files.base import ContentFile
 from django.db import connections, transaction
 
-from queued_storage.backends import QueuedStorage
 from queued_storage.models import StoredFile
 from queued_storage.state import Status
 
-FS = "django.core.files.storage.FileSystemStorage"
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def storage(tmp_path):
-    return QueuedStorage(
-        local=FS,
-        remote=FS,
-        local_options={"location": str(tmp_path / "l")},
-        remote_options={"location": str(tmp_path / "r")},
-        delayed=True,
-    )
+def storage(fs_queued):
+    return fs_queued(delayed=True)
 
 
 def run_in_threads(count, target):

@@ -15,11 +15,9 @@ from django.utils import timezone
 
 from queued_storage import ledger_sql
 from queued_storage import state as state_module
-from queued_storage.backends import QueuedStorage
 from queued_storage.models import StoredFile
 from queued_storage.state import FileState, Status
 
-FS = "django.core.files.storage.FileSystemStorage"
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -31,15 +29,8 @@ def path(request, monkeypatch):
 
 
 @pytest.fixture
-def storage(tmp_path, path):
-    return QueuedStorage(
-        local=FS,
-        remote=FS,
-        local_options={"location": str(tmp_path / "l")},
-        remote_options={"location": str(tmp_path / "r")},
-        delayed=True,
-        reference="ledger-sql",
-    )
+def storage(fs_queued, path):
+    return fs_queued(delayed=True, reference="ledger-sql")
 
 
 def row(storage, name):
@@ -86,15 +77,11 @@ def test_record_replaces_the_row_of_the_same_name_and_keeps_created(storage):
     assert found.outbox is True
 
 
-def test_in_use_sees_live_rows_of_this_storage_only(storage, tmp_path):
+def test_in_use_sees_live_rows_of_this_storage_only(storage, fs_queued):
     assert not storage.state.in_use("n.txt")
     storage.state.record("n.txt", FileState(Status.PENDING, "v"))
     assert storage.state.in_use("n.txt")
-    other = QueuedStorage(
-        local=FS, remote=FS, local_options={"location": str(tmp_path / "o")},
-        remote_options={"location": str(tmp_path / "p")}, reference="other",
-    )  # fmt: skip
-    assert not other.state.in_use("n.txt")
+    assert not fs_queued(reference="other").state.in_use("n.txt")
     storage.state.forget("n.txt")
     assert not storage.state.in_use("n.txt")
 

@@ -24,7 +24,6 @@ from django.db import connections, transaction
 from django.test import override_settings
 
 from queued_storage import dispatch
-from queued_storage.backends import QueuedStorage
 from queued_storage.checks import check_settings
 from queued_storage.models import StoredFile
 from queued_storage.operations import status_counts
@@ -32,7 +31,6 @@ from queued_storage.signals import file_queued
 from queued_storage.state import Status
 from tests.conftest import wait_for
 
-FS = "django.core.files.storage.FileSystemStorage"
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,14 +46,8 @@ def queue(unique, servers):
 
 
 @pytest.fixture
-def storage(tmp_path, unique):
-    return QueuedStorage(
-        local=FS,
-        remote=FS,
-        local_options={"location": str(tmp_path / "local")},
-        remote_options={"location": str(tmp_path / "remote")},
-        reference=f"outbox-{unique}",
-    )
+def storage(fs_queued, unique):
+    return fs_queued(reference=f"outbox-{unique}")
 
 
 @pytest.fixture
