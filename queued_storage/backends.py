@@ -105,7 +105,7 @@ class QueuedStorage(QueuedStorageBase):
         content_type = _content_type(content)
         state = FileState(Status.PENDING, version, size, content_type=content_type)
         outbox = self.uses_outbox()
-        self.state.record(name, state, host=sending.host(), outbox=outbox)
+        self.state.record(name, state, host=sending.this_host(), outbox=outbox)
         transaction.on_commit(
             lambda: self._queued(name, version, outbox), using=self.state.db
         )
@@ -179,7 +179,7 @@ class QueuedStorage(QueuedStorageBase):
                 Status.PENDING, secrets.token_hex(8), state.size,
                 content_type=state.content_type,
             )  # fmt: skip
-            self.state.record(name, state, host=host or sending.host())
+            self.state.record(name, state, host=host or sending.this_host())
         return self.enqueue(name, state.version, host=host or None)
 
     def enqueue(self, name: str, version: str, host: str | None = None) -> Any:

@@ -22,8 +22,7 @@ from collections.abc import Callable
 
 from django.db import close_old_connections, router
 
-from . import registry
-from .exceptions import UnknownStorage
+from .operations import resolve_reference
 from .signals import file_queued
 from .status import Status
 
@@ -48,16 +47,8 @@ def dispatch(batch: int = 100, storage: str | None = None) -> list[str]:
         mine = StoredFile.objects.using(db).filter(pk=pk, version=version, outbox=True)
         if not mine.update(outbox=False):
             continue  # Another dispatcher took it, or it changed meanwhile.
-        try:
-            target = registry.resolve(reference)
-        except UnknownStorage:
-            logger.warning(
-                "Dropped %r from the outbox: its storage %r is no longer "
-                "configured.", name, reference,
-                extra={"file_name": name, "storage": reference},
-            )  # fmt: skip
-            continue
-        if target.delayed:
+        target = resolve_reference(reference, name)
+        if target is None or target.delayed:
             continue  # Delayed files wait for an explicit transfer().
         if target.enqueue(name, version, host=host or None) is None:
             # The broker is unreachable (logged): try again on the next pass.

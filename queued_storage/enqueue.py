@@ -48,23 +48,23 @@ class _Deadline:
             raise exc
 
 
-def host() -> str:
+def this_host() -> str:
     """Return the name of this host, as per-host queues and the ledger know it."""
     return socket.gethostname()
 
 
-def transfer_queue(host_name: str | None = None) -> str | None:
-    """Return the Celery queue for transfers of files written on *host_name*.
+def transfer_queue(host: str | None = None) -> str | None:
+    """Return the Celery queue for transfers of files written on *host*.
 
-    *host_name* defaults to this host; it matters only with per-host queues.
+    *host* defaults to this one; it matters only with per-host queues.
     """
     name = settings.QUEUED_STORAGE_QUEUE
     if settings.QUEUED_STORAGE_PER_HOST_QUEUE:
-        return f"{name or 'queued_storage'}.{host_name or host()}"
+        return f"{name or 'queued_storage'}.{host or this_host()}"
     return name
 
 
-def send(storage: QueuedStorage, name: str, version: str, host_name: str | None) -> Any:
+def send(storage: QueuedStorage, name: str, version: str, host: str | None) -> Any:
     """Publish the signed transfer message of *name* at *version*.
 
     Return the Celery result, or ``None`` when the broker could not be
@@ -75,7 +75,7 @@ def send(storage: QueuedStorage, name: str, version: str, host_name: str | None)
     task = get_task(storage.task)
     policy = {**ENQUEUE_RETRY_POLICY, "errback": _Deadline(ENQUEUE_TIMEOUT)}
     options: dict[str, Any] = {"retry": True, "retry_policy": policy}
-    destination = transfer_queue(host_name)
+    destination = transfer_queue(host)
     if destination:
         options["queue"] = destination
     kwargs = message.sign(task.name, storage.reference, name, version)

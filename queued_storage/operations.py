@@ -75,20 +75,20 @@ def retry_failed(
         rows = rows.filter(name__in=names)
     queued = []
     for row in rows.iterator():
-        target = _resolve(row)
+        target = resolve_reference(row.storage, row.name)
         if target is not None and target.transfer(row.name) is not None:
             queued.append(row.name)
     return queued
 
 
-def _resolve(row: Any) -> QueuedStorage | None:
+def resolve_reference(reference: str, name: str) -> QueuedStorage | None:
     """Return the storage of a ledger row, or log and skip a forgotten one."""
     try:
-        return registry.resolve(row.storage)
+        return registry.resolve(reference)
     except UnknownStorage:
         logger.warning(
-            "Skipped %r: its storage %r is no longer configured.", row.name,
-            row.storage, extra={"file_name": row.name, "storage": row.storage},
+            "Skipped %r: its storage %r is no longer configured.", name, reference,
+            extra={"file_name": name, "storage": reference},
         )  # fmt: skip
         return None
 
@@ -119,7 +119,7 @@ def reconcile(
         rows = rows.filter(storage=storage)
     queued = []
     for row in rows.iterator():
-        target = _resolve(row)
+        target = resolve_reference(row.storage, row.name)
         if target is None or target.delayed:
             continue  # Delayed files wait for an explicit transfer().
         if target.enqueue(row.name, row.version, host=row.host or None) is not None:

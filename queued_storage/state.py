@@ -181,39 +181,27 @@ class StateStore:
 
     def _upsert(self, name: str, state: FileState, host: str, outbox: bool) -> None:
         now = timezone.now()
+        values: dict[str, Any] = {
+            "storage": self.reference, "name": name, "name_hash": name_hash(name),
+            "status": str(state.status), "version": state.version,
+            "size": state.size, "attempts": state.attempts, "last_error": state.error,
+            "content_type": state.content_type, "host": host, "checksum": "",
+            "transferred": now if state.is_remote else None, "outbox": outbox,
+        }  # fmt: skip
         sql = statements(self.db)
-        if sql is not None:
-            stamp = sql.timestamp(now)
-            sql.upsert({
-                "storage": self.reference, "name": name, "name_hash": name_hash(name),
-                "status": str(state.status), "version": state.version,
-                "size": state.size, "attempts": state.attempts,
-                "last_error": state.error, "content_type": state.content_type,
-                "host": host, "checksum": "", "created": stamp, "updated": stamp,
-                "transferred": stamp if state.is_remote else None,
-                "outbox": outbox,
-            })  # fmt: skip
+        if sql is None:
+            self.model.objects.using(self.db).bulk_create(
+                [self.model(**values)],
+                update_conflicts=True,
+                unique_fields=["storage", "name_hash"],
+                update_fields=list(UPSERT_COLUMNS),
+            )
             return
-        row = self.model(
-            storage=self.reference,
-            name=name,
-            name_hash=name_hash(name),
-            status=state.status,
-            version=state.version,
-            size=state.size,
-            attempts=state.attempts,
-            last_error=state.error,
-            content_type=state.content_type,
-            host=host,
-            transferred=now if state.is_remote else None,
-            outbox=outbox,
-        )
-        self.model.objects.using(self.db).bulk_create(
-            [row],
-            update_conflicts=True,
-            unique_fields=["storage", "name_hash"],
-            update_fields=list(UPSERT_COLUMNS),
-        )
+        stamp = sql.timestamp(now)
+        sql.upsert({
+            **values, "created": stamp, "updated": stamp,
+            "transferred": stamp if state.is_remote else None,
+        })  # fmt: skip
 
     def compare_and_set(
         self,

@@ -208,7 +208,7 @@ def test_per_host_queues_route_each_transfer_to_a_worker_that_sees_the_file(
     names = {}
     with override_settings(QUEUED_STORAGE_PER_HOST_QUEUE=True):
         for host, directory in hosts.items():
-            monkeypatch.setattr(enqueue, "host", lambda host=host: host)
+            monkeypatch.setattr(enqueue, "this_host", lambda host=host: host)
             assert enqueue.transfer_queue() == f"{queue}.{host}"
             storage = host_storage_at(directory)
             names[host] = storage.save(
@@ -226,7 +226,7 @@ def test_per_host_queues_route_each_transfer_to_a_worker_that_sees_the_file(
 
     # Without per-host queues, host-b's file goes to host-a's worker.
     storage = host_storage_at(hosts["host-b"])
-    monkeypatch.setattr(enqueue, "host", lambda: "host-b")
+    monkeypatch.setattr(enqueue, "this_host", lambda: "host-b")
     name = storage.save(f"{unique}/elsewhere.txt", ContentFile(b"on host-b only"))
     wait_for(reaches(storage, name, Status.FAILED), timeout=30)
     error = row(storage, name).last_error
