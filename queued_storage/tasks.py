@@ -238,6 +238,19 @@ class Transfer(Task):
             queued.enqueue(name, again.version)
         return False
 
+    @staticmethod
+    def gave_way(queued: QueuedStorage, name: str) -> bool:
+        """Log that a failed attempt at *name* left its state alone; return False.
+
+        The file was saved again, deleted, or finished by another delivery
+        while this attempt ran: its failure is not the file's.
+        """
+        logger.info(
+            "Discarded %r: changed while in flight.", name,
+            extra={"file_name": name, "storage": queued.reference},
+        )  # fmt: skip
+        return False
+
     def backoff(self, retries: int) -> float:
         """Return the delay before retry number *retries* (0-based), jittered."""
         delay = min(
@@ -257,7 +270,7 @@ class Transfer(Task):
             name, state.version, state.evolve(status=Status.PENDING, error=reason),
             only_from=(Status.TRANSFERRING,),
         ):  # fmt: skip
-            return False  # Another delivery finished it, or it was deleted.
+            return self.gave_way(queued, name)
         logger.warning(
             "Transfer of %r failed, retrying: %s", name, reason,
             extra={"file_name": name, "storage": queued.reference,
@@ -278,7 +291,7 @@ class Transfer(Task):
             name, state.version, state.evolve(status=Status.FAILED, error=reason),
             only_from=(Status.TRANSFERRING, Status.PENDING),
         ):  # fmt: skip
-            return False  # Another delivery finished it, or it was deleted.
+            return self.gave_way(queued, name)
         logger.error(
             "Transfer of %r failed for good: %s", name, reason,
             extra={"file_name": name, "storage": queued.reference,

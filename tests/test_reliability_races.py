@@ -190,6 +190,33 @@ def test_saving_a_name_again_during_its_transfer_ends_with_the_newest_bytes(
     assert len(records(log, name, "Transferred")) == 1
 
 
+
+@pytest.mark.parametrize("outcome", ["retry", "fail"])
+def test_a_failed_attempt_at_a_file_saved_again_leaves_the_new_state(
+    build, log, outcome
+):
+    """The attempt's upload raised, and meanwhile the file was saved again: the
+    attempt neither schedules a retry nor marks the new version failed."""
+    from queued_storage.tasks import Transfer, get_task
+
+    storage = build("directory", allow_overwrite=True)
+    storage.delayed = True
+    name = storage.save("again.bin", ContentFile(b"old"))
+    moving = storage.get_state(name).evolve(status=Status.TRANSFERRING, attempts=1)
+    storage.state.compare_and_set(name, moving.version, moving)
+    assert storage.save("again.bin", ContentFile(b"new")) == name
+    newest = storage.get_state(name)
+    task: Transfer = get_task(storage.task)
+    if outcome == "retry":
+        assert task.retry_later(storage, name, moving, "boom") is False
+    else:
+        assert task.fail(storage, name, moving, "boom") is False
+    assert records(log, name, "Discarded")
+    assert (row(storage, name).status, row(storage, name).version) == (
+        Status.PENDING, newest.version,
+    )  # fmt: skip
+    assert row(storage, name).last_error == ""
+
 # Many saves of one name at once ----------------------------------------------------
 
 #: A process that saves ten files named photo.jpg once told to go.
