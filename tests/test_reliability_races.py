@@ -190,7 +190,6 @@ def test_saving_a_name_again_during_its_transfer_ends_with_the_newest_bytes(
     assert len(records(log, name, "Transferred")) == 1
 
 
-
 @pytest.mark.parametrize("outcome", ["retry", "fail"])
 def test_a_failed_attempt_at_a_file_saved_again_leaves_the_new_state(
     build, log, outcome
@@ -216,6 +215,7 @@ def test_a_failed_attempt_at_a_file_saved_again_leaves_the_new_state(
         Status.PENDING, newest.version,
     )  # fmt: skip
     assert row(storage, name).last_error == ""
+
 
 # Many saves of one name at once ----------------------------------------------------
 
