@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.core.files import File, locks
-from django.db import transaction
 from django.utils.deconstruct import deconstructible
 
 from . import enqueue as sending
+from . import ledger_access
 from .base import QueuedStorageBase
 from .conf import settings
 from .enqueue import transfer_queue as transfer_queue  # where it used to be
@@ -87,7 +87,9 @@ class QueuedStorage(QueuedStorageBase):
         The state is recorded under the name the file was actually saved as.
         The transfer is queued when the current database transaction commits
         (at once outside a transaction), unless the storage is delayed; with
-        ``QUEUED_STORAGE_OUTBOX``, the dispatcher queues it instead.
+        ``QUEUED_STORAGE_OUTBOX``, the dispatcher queues it instead. Without
+        the ledger, a save touches no database: only a transaction already
+        open in this thread delays the transfer.
         """
         if name is None:
             name = content.name
@@ -106,8 +108,10 @@ class QueuedStorage(QueuedStorageBase):
         state = FileState(Status.PENDING, version, size, content_type=content_type)
         outbox = self.uses_outbox()
         self.state.record(name, state, host=sending.this_host(), outbox=outbox)
-        transaction.on_commit(
-            lambda: self._queued(name, version, outbox), using=self.state.db
+        ledger_access.on_commit(
+            lambda: self._queued(name, version, outbox),
+            using=self.state.db,
+            ledger=self.state.ledger,
         )
         return name
 

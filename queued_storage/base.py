@@ -134,6 +134,17 @@ class QueuedStorageBase(Storage):
             "local": cls.local_options if local_options is None else local_options,
             "remote": cls.remote_options if remote_options is None else remote_options,
         }
+        missing = [role for role, path in self._paths.items() if path is None]
+        if missing:
+            raise ImproperlyConfigured(
+                f"{name} was built without {' and '.join(missing)} storage. "
+                f"Pass {'/'.join(missing)}='dotted.path.of.a.Storage' (or a "
+                "STORAGES alias). Apps that rebuild a storage from its class path "
+                f"with no arguments (sorl-thumbnail does) need a subclass of {name} "
+                "whose class attributes local, remote, local_options and "
+                "remote_options hold the configuration, or the storage declared "
+                "in STORAGES and used by its alias."
+            )
         for role, path in self._paths.items():
             if not isinstance(path, str) or not path:
                 raise ImproperlyConfigured(

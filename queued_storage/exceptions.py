@@ -48,3 +48,7 @@ class InvalidMessage(QueuedStorageError):
 
 class UnknownStorage(InvalidMessage):
     """A task message names a storage that this process does not configure."""
+
+
+class LedgerUnavailable(QueuedStorageError, RuntimeError):
+    """The ledger was needed but the database could not be used here."""

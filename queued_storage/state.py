@@ -21,6 +21,7 @@ from django.core.cache import caches
 from django.db import router
 from django.utils import timezone
 
+from . import ledger_access
 from .conf import settings
 from .ledger_sql import UPSERT_COLUMNS, statements
 from .status import FileState, Status
@@ -140,11 +141,14 @@ class StateStore:
         if missing and self.ledger:
             hashes = {name_hash(name): name for name in missing}
             refill: dict[str, FileState] = {}
-            for row in self._rows().filter(name_hash__in=list(hashes)):
+            for row in ledger_access.run(self._rows_of, list(hashes)):
                 name = hashes[row.name_hash]
                 found[name] = refill[keys[name]] = FileState.from_row(row)
             self._cache_set_many(refill)
         return found
+
+    def _rows_of(self, hashes: list[str]) -> list[StoredFile]:
+        return list(self._rows().filter(name_hash__in=hashes))
 
     def in_use(self, name: str) -> bool:
         """Return whether a file that is not deleted is recorded as *name*.
@@ -155,14 +159,17 @@ class StateStore:
         the ledger, the cache answers.
         """
         if self.ledger:
-            digest = name_hash(name)
-            sql = statements(self.db)
-            if sql is not None:
-                return sql.in_use(self.reference, digest, Status.DELETED)
-            rows = self._rows().filter(name_hash=digest)
-            return bool(rows.exclude(status=Status.DELETED).exists())
+            return ledger_access.run(self._in_ledger, name)
         state = FileState.from_cache(self._cache_get(self.key(name)))
         return state is not None and not state.is_deleted
+
+    def _in_ledger(self, name: str) -> bool:
+        digest = name_hash(name)
+        sql = statements(self.db)
+        if sql is not None:
+            return sql.in_use(self.reference, digest, Status.DELETED)
+        rows = self._rows().filter(name_hash=digest)
+        return bool(rows.exclude(status=Status.DELETED).exists())
 
     # Writes ---------------------------------------------------------------
 
@@ -176,7 +183,7 @@ class StateStore:
         send the transfer message of this version.
         """
         if self.ledger:
-            self._upsert(name, state, host, outbox)
+            ledger_access.run(self._upsert, name, state, host, outbox)
         self.remember(name, state)
 
     def _upsert(self, name: str, state: FileState, host: str, outbox: bool) -> None:
@@ -219,7 +226,10 @@ class StateStore:
         saved again since, or has moved on: the caller holds a stale view.
         """
         if self.ledger:
-            if not self._update_row(name, version, new, checksum, only_from):
+            changed = ledger_access.run(
+                self._update_row, name, version, new, checksum, only_from
+            )
+            if not changed:
                 return False
         else:
             current = FileState.from_cache(self._cache_get(self.key(name)))
@@ -280,6 +290,9 @@ class StateStore:
         """Return the host that wrote *name*, as the ledger recorded it."""
         if not self.ledger:
             return ""
+        return ledger_access.run(self._host_in_ledger, name)
+
+    def _host_in_ledger(self, name: str) -> str:
         hosts = self._rows().filter(name_hash=name_hash(name)).values_list("host")
         return next((host for (host,) in hosts), "")
 
@@ -287,7 +300,10 @@ class StateStore:
         """Mark *name* deleted, so that a task still in flight gives up."""
         tombstone = FileState(Status.DELETED)
         if self.ledger:
-            self._rows().filter(name_hash=name_hash(name)).update(
-                status=Status.DELETED, version="", updated=timezone.now()
-            )
+            ledger_access.run(self._mark_deleted, name)
         self.remember(name, tombstone)
+
+    def _mark_deleted(self, name: str) -> None:
+        self._rows().filter(name_hash=name_hash(name)).update(
+            status=Status.DELETED, version="", updated=timezone.now()
+        )

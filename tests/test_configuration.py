@@ -30,8 +30,17 @@ def test_unknown_option_names_the_class():
 
 
 def test_missing_remote_is_refused():
-    with pytest.raises(ImproperlyConfigured, match="remote must be the dotted path"):
+    with pytest.raises(ImproperlyConfigured, match="built without remote storage"):
         QueuedStorage(local=FS)
+
+
+def test_no_argument_construction_says_how_to_declare_a_rebuildable_storage():
+    with pytest.raises(ImproperlyConfigured) as raised:
+        QueuedStorage()
+    message = str(raised.value)
+    assert "built without local and remote storage" in message
+    assert "subclass of QueuedStorage whose class attributes" in message
+    assert "STORAGES" in message
 
 
 def test_options_must_be_a_dict():
