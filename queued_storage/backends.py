@@ -199,22 +199,25 @@ class QueuedStorage(QueuedStorageBase):
     # Reading ---------------------------------------------------------------
 
     def open(self, name: str, mode: str = "rb") -> File:
-        return self.get_storage(self.validate_name(name)).open(name, mode)
+        name = self.relative_name(name)
+        return self.get_storage(name).open(name, mode)
 
     def exists(self, name: str) -> bool:
-        state = self.get_state(self.validate_name(name))
+        name = self.relative_name(name)
+        state = self.get_state(name)
         if state is None or state.is_deleted:
             return False
         return state.is_remote or self.local.exists(name)
 
     def size(self, name: str) -> int:
-        state = self.get_state(self.validate_name(name))
+        name = self.relative_name(name)
+        state = self.get_state(name)
         if state is not None and state.is_remote and state.size is not None:
             return state.size
         return self.get_storage(name).size(name)
 
     def url(self, name: str | None) -> str:
-        checked = self.validate_name(name)
+        checked = self.relative_name(name)
         return self._url_of(self.get_storage(checked))(checked)
 
     def urls(self, names: Iterable[str]) -> dict[str, str]:
@@ -233,7 +236,11 @@ class QueuedStorage(QueuedStorageBase):
         return storage.url
 
     def path(self, name: str) -> str:
-        return self.get_storage(self.validate_name(name)).path(name)
+        """Return the local path of *name*; ``path("")`` is the local location."""
+        if name == "":
+            return str(self.local.path(""))
+        name = self.relative_name(name)
+        return self.get_storage(name).path(name)
 
     def listdir(self, path: str) -> tuple[list[str], list[str]]:
         """List *path* on both storages, without duplicates."""
@@ -249,13 +256,16 @@ class QueuedStorage(QueuedStorageBase):
         return list(dirs), list(files)
 
     def get_accessed_time(self, name: str) -> Any:
-        return self.get_storage(self.validate_name(name)).get_accessed_time(name)
+        name = self.relative_name(name)
+        return self.get_storage(name).get_accessed_time(name)
 
     def get_created_time(self, name: str) -> Any:
-        return self.get_storage(self.validate_name(name)).get_created_time(name)
+        name = self.relative_name(name)
+        return self.get_storage(name).get_created_time(name)
 
     def get_modified_time(self, name: str) -> Any:
-        return self.get_storage(self.validate_name(name)).get_modified_time(name)
+        name = self.relative_name(name)
+        return self.get_storage(name).get_modified_time(name)
 
     # Deleting --------------------------------------------------------------
 
@@ -265,7 +275,7 @@ class QueuedStorage(QueuedStorageBase):
         The state changes first, so that a transfer still in flight gives up
         and removes what it uploaded.
         """
-        self.validate_name(name)
+        name = self.relative_name(name)
         self.state.forget(name)
         logger.info(
             "Deleting %r from both storages.", name,

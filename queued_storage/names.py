@@ -10,6 +10,7 @@ unchanged.
 
 from __future__ import annotations
 
+import os
 import re
 
 from .exceptions import InvalidFileName
@@ -60,3 +61,29 @@ def validate_name(name: object, *, max_bytes: int = MAX_NAME_BYTES) -> str:
                 name, f"a path segment is over {MAX_SEGMENT_BYTES} bytes long"
             )
     return name
+
+
+def relative_to(path: str, location: object) -> str:
+    """Return absolute *path* relative to the directory *location*.
+
+    Raise :class:`~queued_storage.exceptions.InvalidFileName` unless *path*
+    lies inside *location*, both as written and once symbolic links are
+    resolved. The relative part is left for :func:`validate_name` to check,
+    which refuses ``..`` segments.
+    """
+    if not isinstance(location, str) or not os.path.isabs(location):
+        raise _refuse(path, "absolute paths are not allowed")
+    root = os.path.normpath(location)
+    real_root = os.path.realpath(root)
+    for prefix in dict.fromkeys((root, real_root)):
+        start = prefix.rstrip(os.sep) + os.sep
+        if path.startswith(start) and len(path) > len(start):
+            relative = path[len(start) :]
+            break
+    else:
+        raise _refuse(path, f"it is outside the local storage's location {root!r}")
+    validate_name(relative)
+    real = os.path.realpath(os.path.join(real_root, relative))
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise _refuse(path, "a symbolic link leads outside the local storage")
+    return relative

@@ -26,7 +26,14 @@ INSTALLED_APPS = [
     "django.contrib.admin",
     "queued_storage",
     "tests.testapp",
+    # Apps that read and write files through storages, used with queued ones.
+    "sorl.thumbnail",
+    "easy_thumbnails",
+    "django_cleanup.apps.CleanupSelectedConfig",
+    "tests.otherapps",
 ]
+# Both thumbnail apps name their template tag library "thumbnail".
+SILENCED_SYSTEM_CHECKS = ["templates.W003"]
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -1,0 +1,82 @@
+"""Storage calls from async code: async views, a real ASGI server, asyncio.run().
+
+Each read starts on a cold cache, so the ledger answers; the files are
+recorded as transferred while their local copies stay, so only the ledger
+(not a probe of the storages) can tell that the remote serves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.test import AsyncClient
+
+from queued_storage.models import StoredFile
+from tests.otherapps.files import forget_cached_state, png, put_transferred
+from tests.otherapps.models import Picture
+
+IMAGE = png()
+
+
+def make_picture(unique: str) -> tuple[Picture, str]:
+    storage = Picture._meta.get_field("image").storage
+    name = put_transferred(storage, f"pictures/{unique}.png", IMAGE)
+    forget_cached_state(storage, name)
+    return Picture.objects.create(image=name), name
+
+
+def expected(name: str) -> dict[str, object]:
+    return {
+        "url": f"/remote/{name}",
+        "exists": True,
+        "size": len(IMAGE),
+        "head": IMAGE[:4].hex(),
+    }
+
+
+@pytest.mark.django_db
+def test_async_view_renders_url_exists_and_size_on_a_cold_cache(unique):
+    """The ledger query runs in the test's thread, inside its transaction."""
+    picture, name = make_picture(unique)
+    response = async_to_sync(AsyncClient().get)(f"/other-apps/picture/{picture.pk}/")
+    assert response.status_code == 200, response.content
+    assert response.json() == expected(name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_storage_reads_and_writes_work_in_asyncio_run(fs_queued, unique):
+    """Without a Django thread to borrow, a thread of queued_storage runs them."""
+    storage = fs_queued()
+    name = put_transferred(storage, f"run/{unique}.txt", b"hello")
+    forget_cached_state(storage, name)
+
+    async def use_it() -> tuple[str, bool, int, str]:
+        from django.core.files.base import ContentFile
+
+        saved = storage.save(f"run/{unique}-new.txt", ContentFile(b"new"))
+        storage.delete(saved)
+        return storage.url(name), storage.exists(name), storage.size(name), saved
+
+    url, exists, size, saved = asyncio.run(use_it())
+    assert url == storage.remote.url(name)
+    assert (exists, size) == (True, 5)
+    row = StoredFile.objects.get(storage=storage.reference, name=saved)
+    assert row.status == "deleted"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_real_asgi_server_serves_the_queued_file_of_an_async_view(unique):
+    from tests.services.asgi import UvicornServer
+
+    picture, name = make_picture(unique)
+    with UvicornServer() as server:
+        url = f"{server.url}/other-apps/picture/{picture.pk}/"
+        with urllib.request.urlopen(url, timeout=20) as response:  # noqa: S310
+            assert response.status == 200
+            body = json.load(response)
+    assert body == expected(name)
