@@ -107,7 +107,12 @@ class QueuedStorage(QueuedStorageBase):
         content_type = _content_type(content)
         state = FileState(Status.PENDING, version, size, content_type=content_type)
         outbox = self.uses_outbox()
-        self.state.record(name, state, host=sending.this_host(), outbox=outbox)
+        try:
+            self.state.record(name, state, host=sending.this_host(), outbox=outbox)
+        except Exception:
+            # Unrecorded, the file would never be transferred nor cleaned.
+            self.local.delete(name)
+            raise
         ledger_access.on_commit(
             lambda: self._queued(name, version, outbox),
             using=self.state.db,

@@ -40,6 +40,7 @@ WORKERS = 4
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
+_NO_DATABASE = "django.db.backends.dummy"
 _WHY = (
     "queued_storage keeps each file's state in its ledger, a database table "
     "(QUEUED_STORAGE_LEDGER = True), and needed it here"
@@ -55,8 +56,14 @@ def on_event_loop() -> bool:
     return not os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
 
 
-def run(func: Callable[..., T], *args: Any) -> T:
-    """Return ``func(*args)``, run where a database query is allowed."""
+def run(func: Callable[..., T], *args: Any, using: str) -> T:
+    """Return ``func(*args)``, a query of database *using*, run where allowed."""
+    if connections[using].settings_dict.get("ENGINE") == _NO_DATABASE:
+        raise ImproperlyConfigured(
+            f"{_WHY}, but DATABASES has no {using!r} database. Configure it, or "
+            "set QUEUED_STORAGE_LEDGER = False to keep the states in the cache "
+            "only."
+        )
     if not on_event_loop():
         return _explained(func, *args)
     django_thread = _thread_sensitive_executor()

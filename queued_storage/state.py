@@ -141,7 +141,7 @@ class StateStore:
         if missing and self.ledger:
             hashes = {name_hash(name): name for name in missing}
             refill: dict[str, FileState] = {}
-            for row in ledger_access.run(self._rows_of, list(hashes)):
+            for row in ledger_access.run(self._rows_of, list(hashes), using=self.db):
                 name = hashes[row.name_hash]
                 found[name] = refill[keys[name]] = FileState.from_row(row)
             self._cache_set_many(refill)
@@ -159,7 +159,7 @@ class StateStore:
         the ledger, the cache answers.
         """
         if self.ledger:
-            return ledger_access.run(self._in_ledger, name)
+            return ledger_access.run(self._in_ledger, name, using=self.db)
         state = FileState.from_cache(self._cache_get(self.key(name)))
         return state is not None and not state.is_deleted
 
@@ -183,7 +183,7 @@ class StateStore:
         send the transfer message of this version.
         """
         if self.ledger:
-            ledger_access.run(self._upsert, name, state, host, outbox)
+            ledger_access.run(self._upsert, name, state, host, outbox, using=self.db)
         self.remember(name, state)
 
     def _upsert(self, name: str, state: FileState, host: str, outbox: bool) -> None:
@@ -227,8 +227,9 @@ class StateStore:
         """
         if self.ledger:
             changed = ledger_access.run(
-                self._update_row, name, version, new, checksum, only_from
-            )
+                self._update_row, name, version, new, checksum, only_from,
+                using=self.db,
+            )  # fmt: skip
             if not changed:
                 return False
         else:
@@ -290,7 +291,7 @@ class StateStore:
         """Return the host that wrote *name*, as the ledger recorded it."""
         if not self.ledger:
             return ""
-        return ledger_access.run(self._host_in_ledger, name)
+        return ledger_access.run(self._host_in_ledger, name, using=self.db)
 
     def _host_in_ledger(self, name: str) -> str:
         hosts = self._rows().filter(name_hash=name_hash(name)).values_list("host")
@@ -300,7 +301,7 @@ class StateStore:
         """Mark *name* deleted, so that a task still in flight gives up."""
         tombstone = FileState(Status.DELETED)
         if self.ledger:
-            ledger_access.run(self._mark_deleted, name)
+            ledger_access.run(self._mark_deleted, name, using=self.db)
         self.remember(name, tombstone)
 
     def _mark_deleted(self, name: str) -> None:
