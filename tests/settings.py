@@ -58,6 +58,7 @@ TEMPLATES = [
 _WORK = ENV("QS_TEST_WORK_DIR") or tempfile.mkdtemp(prefix="qs-tests-")
 MEDIA_ROOT = os.path.join(_WORK, "local")
 MEDIA_URL = "/media/"
+STATIC_URL = "/static/"
 
 if ENV("QS_TEST_DB") == "postgres":
     DATABASES = {
@@ -136,6 +137,8 @@ STORAGES = {
             "remote": "remote_s3",
         },
     },
+    # Also declared in code, on a model field; its class holds the options.
+    "pictures": {"BACKEND": "tests.otherapps.models.PictureStorage"},
 }
 
 if ENV("QS_TEST_IMPORT_DIR"):
