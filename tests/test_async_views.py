@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import urllib.request
 
 import pytest
@@ -80,3 +81,23 @@ def test_real_asgi_server_serves_the_queued_file_of_an_async_view(unique):
             assert response.status == 200
             body = json.load(response)
     assert body == expected(name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ledger_thread_keeps_no_connection_open_after_a_query():
+    from django.db import connections
+
+    from queued_storage import ledger_access
+
+    def used_connection():
+        wrapper = connections["default"]
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return wrapper, threading.get_ident()
+
+    async def query():
+        return ledger_access.run(used_connection, using="default")
+
+    wrapper, thread = asyncio.run(query())
+    assert thread != threading.get_ident()
+    assert wrapper.connection is None

@@ -160,3 +160,30 @@ def test_django_cleanup_removes_replaced_files_from_both_storages(
     assert not storage.local.exists(new)
     # A transfer still in flight gives up and removes what it uploaded.
     wait_for(lambda: not storage.remote.exists(new), timeout=20)
+
+
+# Django REST framework -----------------------------------------------------
+
+
+def test_drf_file_field_shows_the_local_url_then_the_remote_one(unique):
+    serializers = pytest.importorskip("rest_framework.serializers")
+    from django.test import RequestFactory
+
+    class PictureSerializer(serializers.ModelSerializer):
+        class Meta:
+            model = Picture
+            fields = ["image"]
+
+    request = RequestFactory().get("/")
+    pending = put_pending(storage, f"pictures/{unique}-p.png", png())
+    remote = put_transferred(storage, f"pictures/{unique}-r.png", png())
+    shown = [
+        PictureSerializer(
+            Picture.objects.create(image=name), context={"request": request}
+        ).data["image"]
+        for name in (pending, remote)
+    ]
+    assert shown == [
+        f"http://testserver/local/{pending}",
+        f"http://testserver/remote/{remote}",
+    ]
