@@ -4,6 +4,9 @@ sorl-thumbnail and easy-thumbnails make thumbnails of a picture pending,
 transferred by a real worker, or deleted meanwhile; django-cleanup removes
 replaced files from both storages. ``PictureStorage`` is declared in code,
 as a subclass whose class attributes hold its configuration.
+
+Each app supports every Python and Django version the suite runs on; they
+are in the "test" extra, and a missing one fails the run.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import io
 import os
 
+import easy_thumbnails.files as easy_thumbnails_files
 import pytest
+import sorl.thumbnail as sorl
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -21,10 +26,6 @@ from PIL import Image
 from tests.conftest import wait_for
 from tests.otherapps.files import png, put_pending, put_transferred
 from tests.otherapps.models import Picture, PictureStorage
-
-# All three support every Django version the suite runs on (5.2 to 6.1).
-sorl = pytest.importorskip("sorl.thumbnail")
-easy_thumbnails_files = pytest.importorskip("easy_thumbnails.files")
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -166,8 +167,8 @@ def test_django_cleanup_removes_replaced_files_from_both_storages(
 
 
 def test_drf_file_field_shows_the_local_url_then_the_remote_one(unique):
-    serializers = pytest.importorskip("rest_framework.serializers")
     from django.test import RequestFactory
+    from rest_framework import serializers
 
     class PictureSerializer(serializers.ModelSerializer):
         class Meta:
