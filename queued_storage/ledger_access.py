@@ -81,8 +81,12 @@ def on_commit(func: Callable[[], Any], using: str, *, ledger: bool) -> None:
     a database never needs one.
     """
     if on_event_loop():
-        # No transaction can be open in a thread that runs an event loop.
-        func()
+        if ledger:
+            # In the thread that wrote the ledger row, which may be inside a
+            # transaction (a synchronous middleware's, a test's).
+            run(lambda: transaction.on_commit(func, using=using), using=using)
+        else:
+            func()
     elif ledger:
         _explained(transaction.on_commit, func, using=using)
     elif connections[using].in_atomic_block:

@@ -101,3 +101,31 @@ def test_the_ledger_thread_keeps_no_connection_open_after_a_query():
     wrapper, thread = asyncio.run(query())
     assert thread != threading.get_ident()
     assert wrapper.connection is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_save_from_async_code_queues_when_the_callers_transaction_commits(
+    fs_queued, unique
+):
+    from django.core.files.base import ContentFile
+    from django.db import transaction
+
+    from queued_storage.signals import file_queued
+
+    storage = fs_queued(delayed=True)
+    queued = []
+
+    def received(sender, name, **kwargs):
+        queued.append(name)
+
+    async def save() -> str:
+        return storage.save(f"async/{unique}.txt", ContentFile(b"x"))
+
+    file_queued.connect(received)
+    try:
+        with transaction.atomic():
+            name = async_to_sync(save)()
+            assert queued == []
+        assert queued == [name]
+    finally:
+        file_queued.disconnect(received)
