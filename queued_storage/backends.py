@@ -111,7 +111,7 @@ class QueuedStorage(QueuedStorageBase):
             self.state.record(name, state, host=sending.this_host(), outbox=outbox)
         except Exception:
             # Unrecorded, the file would never be transferred nor cleaned.
-            self.local.delete(name)
+            self._discard(name)
             raise
         ledger_access.on_commit(
             lambda: self._queued(name, version, outbox),
@@ -150,6 +150,16 @@ class QueuedStorage(QueuedStorageBase):
         except Exception as exc:
             logger.warning(
                 "Could not remove what the failed save of %r left: %s", name, exc,
+                extra={"file_name": name, "storage": self.reference},
+            )  # fmt: skip
+
+    def _discard(self, name: str) -> None:
+        """Remove the local copy of *name*, whose state could not be recorded."""
+        try:
+            self.local.delete(name)
+        except Exception as exc:
+            logger.warning(
+                "Could not remove %r, saved but not recorded: %s", name, exc,
                 extra={"file_name": name, "storage": self.reference},
             )  # fmt: skip
 

@@ -163,6 +163,7 @@ def _explained(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             raise
         raise LedgerUnavailable(
             f"{_WHY}, but the test does not allow database access ({exc}). "
-            "Mark the test with @pytest.mark.django_db(transaction=True), or "
-            "override QUEUED_STORAGE_LEDGER = False for it."
+            "Mark the test with @pytest.mark.django_db (with transaction=True "
+            "when a worker runs its transfers), or override "
+            "QUEUED_STORAGE_LEDGER = False for it."
         ) from exc

@@ -11,7 +11,9 @@ import os
 
 import pytest
 from django.core.files.base import ContentFile
+from django.core.files.storage import Storage
 
+from queued_storage.backends import QueuedStorage
 from queued_storage.exceptions import InvalidFileName
 
 pytestmark = pytest.mark.django_db
@@ -28,6 +30,22 @@ def test_location_base_location_base_url_and_path_are_the_local_storages(storage
     assert storage.base_location == local.base_location
     assert storage.base_url == local.base_url
     assert storage.path("") == local.location
+
+
+class Placeless(Storage):
+    """A storage with no location, as an object store's client may be."""
+
+
+def test_a_local_storage_without_location_leaves_the_attribute_missing(tmp_path):
+    storage = QueuedStorage(
+        local="tests.test_local_paths.Placeless",
+        remote="django.core.files.storage.FileSystemStorage",
+        remote_options={"location": str(tmp_path)},
+    )
+    assert not hasattr(storage, "location")
+    assert not hasattr(storage, "base_url")
+    with pytest.raises(InvalidFileName, match="absolute"):
+        storage.exists(str(tmp_path / "a.txt"))
 
 
 def test_absolute_path_inside_the_local_location_names_the_file(storage, unique):
