@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
-from django.core.exceptions import ImproperlyConfigured, SynchronousOnlyOperation
+from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, connections, transaction
 
 from .exceptions import LedgerUnavailable
@@ -144,20 +144,6 @@ def _explained(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call *func*, turning a refused database access into a clear error."""
     try:
         return func(*args, **kwargs)
-    except SynchronousOnlyOperation as exc:
-        raise LedgerUnavailable(
-            f"{_WHY}, in a thread that runs an event loop. Call the storage "
-            "from synchronous code (sync_to_async), or set "
-            "QUEUED_STORAGE_LEDGER = False to keep the states in the cache only."
-        ) from exc
-    except ImproperlyConfigured as exc:
-        if "DATABASES" not in str(exc):
-            raise
-        raise ImproperlyConfigured(
-            f"{_WHY}, but no database is configured ({exc}). Configure "
-            "DATABASES, or set QUEUED_STORAGE_LEDGER = False to keep the "
-            "states in the cache only."
-        ) from exc
     except RuntimeError as exc:
         if not str(exc).startswith("Database access not allowed"):
             raise
