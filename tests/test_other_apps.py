@@ -47,6 +47,13 @@ def test_sorl_thumbnails_a_pending_file(unique):
     assert (thumbnail.width, thumbnail.height) == (16, 12)
     assert size_of(default_storage.open(thumbnail.name)) == (16, 12)
     assert picture.image.url == f"/local/{name}"
+    # The key, and so the thumbnail's name, holds the storage's class path:
+    # the same file in another storage gets other thumbnails.
+    from sorl.thumbnail.images import ImageFile
+
+    default_storage.save(name, ContentFile(png(32, 24)))
+    elsewhere = sorl.get_thumbnail(ImageFile(name, default_storage), "16x16")
+    assert elsewhere.name != thumbnail.name
 
 
 def test_sorl_rebuilds_a_storage_declared_in_code_from_its_class_path(unique):
