@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable
 from functools import cached_property
@@ -17,7 +16,8 @@ from django.utils.module_loading import import_string
 
 from . import registry
 from .conf import settings
-from .names import relative_to, validate_name
+from .local_place import LocalPlace
+from .names import validate_name
 from .state import FileState, StateStore, Status
 
 
@@ -78,7 +78,7 @@ def _describe(value: Any) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
-class QueuedStorageBase(Storage):
+class QueuedStorageBase(LocalPlace, Storage):
     """Configure the two storages of a queued storage and route by state.
 
     ``local`` and ``remote`` are dotted paths of storage classes, built with
@@ -263,46 +263,6 @@ class QueuedStorageBase(Storage):
         if isinstance(location, str) and location and "://" not in location:
             limit -= len(location.strip("/").encode("utf-8")) + 1
         return validate_name(name, max_bytes=limit)
-
-    # The local storage's place ---------------------------------------------
-    # Apps written for FileSystemStorage (thumbnail libraries, cleanup
-    # commands) read these to find files on disk: they are the local
-    # storage's, where every file is written first.
-
-    @property
-    def location(self) -> str:
-        """Return the local storage's ``location``."""
-        return self._local_attribute("location")
-
-    @property
-    def base_location(self) -> str:
-        """Return the local storage's ``base_location``."""
-        return self._local_attribute("base_location")
-
-    @property
-    def base_url(self) -> str:
-        """Return the local storage's ``base_url``."""
-        return self._local_attribute("base_url")
-
-    def _local_attribute(self, attribute: str) -> Any:
-        try:
-            return getattr(self.local, attribute)
-        except AttributeError:
-            raise AttributeError(
-                f"{type(self).__name__}'s local storage has no {attribute!r}."
-            ) from None
-
-    def relative_name(self, name: Any) -> str:
-        """Return *name* checked, with an absolute local path made relative.
-
-        As ``FileSystemStorage`` does, an absolute path that lies inside the
-        local storage's ``location`` names the file at that relative path. A
-        path that leaves the location, lexically or through a symbolic link,
-        is refused.
-        """
-        if isinstance(name, str) and os.path.isabs(name):
-            name = relative_to(name, getattr(self.local, "location", None))
-        return self.validate_name(name)
 
     # States ----------------------------------------------------------------
 
