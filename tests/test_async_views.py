@@ -129,3 +129,20 @@ def test_save_from_async_code_queues_when_the_callers_transaction_commits(
         assert queued == [name]
     finally:
         file_queued.disconnect(received)
+
+
+def test_django_allow_async_unsafe_keeps_the_query_in_the_calling_thread(
+    monkeypatch,
+):
+    from queued_storage import ledger_access
+
+    async def where() -> tuple[int, int]:
+        return threading.get_ident(), ledger_access.run(
+            threading.get_ident, using="default"
+        )
+
+    caller, runner = asyncio.run(where())
+    assert caller != runner
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    caller, runner = asyncio.run(where())
+    assert caller == runner
