@@ -135,8 +135,17 @@ class StateStore:
 
     # Reads ----------------------------------------------------------------
 
-    def get(self, name: str) -> FileState | None:
-        """Return the state of *name*, or ``None`` when nothing is recorded."""
+    def get(self, name: str, *, durable: bool = False) -> FileState | None:
+        """Return the state of *name*, or ``None`` when nothing is recorded.
+
+        With *durable* and the ledger on, the ledger answers and the cache is
+        not asked: a worker decides from the durable copy, which only the
+        project's own processes write, never from a cache entry that another
+        client of the cache server could have put there.
+        """
+        if durable and self.ledger:
+            row = self._rows().filter(name_hash=name_hash(name)).first()
+            return None if row is None else FileState.from_row(row)
         return self.get_many([name])[name]
 
     def get_many(self, names: Iterable[str]) -> dict[str, FileState | None]:

@@ -36,6 +36,11 @@ class CreatesFile:
         return (os.mkdir, (self.path,))
 
 
+def read(storage: Any, name: str) -> bytes:
+    with storage.open(name) as handle:
+        return bytes(handle.read())
+
+
 def raw_redis(servers: dict[str, Any]) -> Any:
     import redis
 
@@ -233,7 +238,7 @@ def test_real_worker_transfers_past_a_pickled_entry(
     )
     storage.enqueue(name, version)
     wait_for(lambda: storage.state.get(name).is_remote)
-    assert storage.remote.open(name).read() == b"bytes"
+    assert read(storage.remote, name) == b"bytes"
     assert not bait.exists()
 
 
@@ -344,3 +349,56 @@ def test_check_looks_at_the_state_cache_alias_only():
         assert [m.id for m in checks.check_cache_serializer()] == [
             "queued_storage.W010"
         ]
+
+
+# What a writer of a JSON state cache can and cannot do --------------------
+
+
+def forged(kind: str, version: str) -> list[Any]:
+    return {
+        "tombstone": ["deleted", "", None, 0, "", ""],
+        "transferred": ["transferred", version, 5, 0, "", ""],
+        "other-version": ["pending", "f" * 16, 5, 0, "", ""],
+        "other-size": ["pending", version, 999, 77, "forged", "text/html"],
+        "failed": ["failed", version, 5, 0, "forged", ""],
+    }[kind]
+
+
+@db
+@pytest.mark.parametrize(
+    "kind", ["tombstone", "transferred", "other-version", "other-size", "failed"]
+)
+def test_forged_state_entry_does_not_steer_the_worker(alias, fs_queued, kind):
+    from queued_storage.models import StoredFile
+
+    storage = fs_queued(delayed=True)
+    name = storage.save("steer.txt", ContentFile(b"bytes", name="steer.txt"))
+    version = storage.get_state(name).version
+    caches[alias].set(storage.get_cache_key(name), forged(kind, version))
+
+    assert Transfer().process(storage, name, version) is True
+    assert read(storage.remote, name) == b"bytes"
+    row = StoredFile.objects.get(storage=storage.reference, name=name)
+    assert (row.status, row.version, row.size, row.attempts, row.last_error) == (
+        Status.TRANSFERRED,
+        version,
+        5,
+        1,
+        "",
+    )
+    # The worker's outcome replaced the forged entry.
+    assert storage.get_state(name) == FileState.from_row(row)
+
+
+@db
+def test_forged_state_entry_changes_where_reads_go(alias, fs_queued):
+    """What a writer of a JSON cache can still do: steer reads, until expiry."""
+    storage = fs_queued(delayed=True)
+    name = storage.save("steered.txt", ContentFile(b"bytes"))
+    key = storage.get_cache_key(name)
+    caches[alias].set(key, forged("transferred", storage.get_state(name).version))
+    assert storage.using_remote(name)
+    caches[alias].set(key, forged("tombstone", ""))
+    assert not storage.exists(name)
+    caches[alias].delete(key)
+    assert storage.exists(name) and storage.using_local(name)
