@@ -372,7 +372,9 @@ def test_forged_state_entry_does_not_steer_the_worker(alias, fs_queued, kind):
     from queued_storage.models import StoredFile
 
     storage = fs_queued(delayed=True)
-    name = storage.save("steer.txt", ContentFile(b"bytes", name="steer.txt"))
+    content = ContentFile(b"bytes", name="steer.txt")
+    content.content_type = "text/plain"
+    name = storage.save("steer.txt", content)
     version = storage.get_state(name).version
     caches[alias].set(storage.get_cache_key(name), forged(kind, version))
 
@@ -395,10 +397,50 @@ def test_forged_state_entry_changes_where_reads_go(alias, fs_queued):
     """What a writer of a JSON cache can still do: steer reads, until expiry."""
     storage = fs_queued(delayed=True)
     name = storage.save("steered.txt", ContentFile(b"bytes"))
+    version = storage.get_state(name).version
     key = storage.get_cache_key(name)
-    caches[alias].set(key, forged("transferred", storage.get_state(name).version))
+    caches[alias].set(key, ["transferred", version, 12345, 0, "", ""])
     assert storage.using_remote(name)
+    assert storage.url(name) == storage.remote.url(name)
+    assert storage.size(name) == 12345
     caches[alias].set(key, forged("tombstone", ""))
     assert not storage.exists(name)
+    # A transferred file forged back to pending is served locally again.
     caches[alias].delete(key)
-    assert storage.exists(name) and storage.using_local(name)
+    assert Transfer().process(storage, name, version)
+    assert storage.using_remote(name)
+    caches[alias].set(key, ["pending", version, 5, 0, "", ""])
+    assert storage.using_local(name)
+    # The ledger, which the worker reads, still knows the truth.
+    assert storage.state.get(name, durable=True).is_remote
+
+
+@db
+def test_forged_entry_without_the_ledger_makes_the_worker_skip(alias, fs_queued):
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        storage = fs_queued(delayed=True)
+        name = storage.save("skipped.txt", ContentFile(b"bytes"))
+        version = storage.get_state(name).version
+        caches[alias].set(storage.get_cache_key(name), forged("tombstone", ""))
+        assert Transfer().process(storage, name, version) is False
+        assert not storage.remote.exists(name)
+        assert storage.local.exists(name)
+
+
+def test_check_connects_to_nothing():
+    """The check decides from the settings; the cache server is not asked."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        params = {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/1",
+        }
+        with override_settings(CACHES={"default": params}):
+            assert [m.id for m in checks.check_cache_serializer()] == [
+                "queued_storage.W010"
+            ]
+        with pytest.raises(BlockingIOError):
+            server.accept()
