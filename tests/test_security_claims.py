@@ -56,3 +56,30 @@ def test_published_message_shows_no_signature_to_monitors(fs_queued, unique):
     assert kwargs["signature"] and kwargs["signature"] not in shown
     assert "signature" not in shown
     assert repr(name) in shown and storage.reference in shown
+
+
+def test_old_key_in_fallbacks_verifies_and_removed_it_changes_nothing(fs_queued):
+    """Rotating SECRET_KEY: the fallbacks verify; without them, nothing happens."""
+    from celery.exceptions import Reject
+
+    storage = fs_queued(delayed=True)
+    name = storage.save("rotated.txt", ContentFile(b"x"))
+    state = storage.get_state(name)
+    with override_settings(SECRET_KEY="the-old-key-" + "x" * 40):
+        old = message.sign(Transfer.name, storage.reference, name, state.version)
+    new_key = "the-new-key-" + "y" * 40
+    with override_settings(SECRET_KEY=new_key, SECRET_KEY_FALLBACKS=[]):
+        with pytest.raises(Reject):
+            Transfer().run(**old)
+        assert storage.get_state(name) == state
+        assert not storage.remote.exists(name)
+    with override_settings(
+        SECRET_KEY=new_key, SECRET_KEY_FALLBACKS=["the-old-key-" + "x" * 40]
+    ):
+        assert message.verify(Transfer.name, old) == (
+            storage.reference,
+            name,
+            state.version,
+        )
+        assert Transfer().run(**old) is True
+    assert storage.get_state(name).is_remote
