@@ -197,8 +197,15 @@ def test_malformed_state_entry_is_a_miss_never_a_crash(alias, fs_queued, entry):
 
 @pytest.mark.parametrize(
     "payload",
-    [b"abcdef", b"\x80\x05garbage", b"[" * 100_000, b"\xff\xfe", b'["pending"'],
-    ids=["text", "cut-pickle", "deep-nesting", "not-utf8", "cut-json"],
+    [
+        b"abcdef",
+        b"\x80\x05garbage",
+        b"[" * 100_000,
+        b"\xff\xfe",
+        b'["pending"',
+        pickle.dumps(("transferred", "v", 1, 0, "", "")),
+    ],
+    ids=["text", "cut-pickle", "deep-nesting", "not-utf8", "cut-json", "old-pickle"],
 )
 @db
 def test_unparseable_state_entry_is_a_miss(alias, fs_queued, servers, payload):
