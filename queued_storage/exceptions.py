@@ -52,3 +52,7 @@ class UnknownStorage(InvalidMessage):
 
 class LedgerUnavailable(QueuedStorageError, RuntimeError):
     """The ledger was needed but the database could not be used here."""
+
+
+class NameTaken(QueuedStorageError, FileExistsError):
+    """Other saves kept taking every name a save tried; nothing was kept."""
