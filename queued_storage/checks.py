@@ -5,13 +5,14 @@ Ids are never reused; see the settings reference for each.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
-from django.db import DatabaseError, connections, router
+from django.db import connections, router
 
 PROCESS_LOCAL_CACHES = (
     "django.core.cache.backends.locmem.LocMemCache",
@@ -19,8 +20,14 @@ PROCESS_LOCAL_CACHES = (
 )
 
 
-def queued_storages() -> Iterable[Any]:
-    """Yield the queued storages of model fields and of ``STORAGES``."""
+def queued_storages(errors: list[Any] | None = None) -> Iterable[Any]:
+    """Yield the queued storages of model fields and of ``STORAGES``.
+
+    A ``STORAGES`` entry that cannot be built (an option the class does not
+    know, say) is skipped; with *errors*, it is reported there as
+    ``queued_storage.E002``.
+    """
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.files.storage import storages
 
     from .base import QueuedStorageBase
@@ -34,7 +41,19 @@ def queued_storages() -> Iterable[Any]:
                 seen.add(id(storage))
                 yield storage
     for alias in queued_aliases():
-        storage = storages[alias]
+        try:
+            storage = storages[alias]
+        except (ImproperlyConfigured, TypeError, ValueError) as exc:
+            if errors is not None:
+                errors.append(
+                    Error(
+                        f"STORAGES[{alias!r}] cannot be built: {exc}",
+                        hint="Fix or remove the option; the configuration page "
+                        "lists the options a queued storage takes.",
+                        id="queued_storage.E002",
+                    )
+                )
+            continue
         if id(storage) not in seen:
             seen.add(id(storage))
             yield storage
@@ -69,26 +88,49 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return []
 
 
-@register(Tags.database)
+def running_command() -> str | None:
+    """Return the name of the management command running these checks, if any."""
+    from django.core.management.base import BaseCommand
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        command = frame.f_locals.get("self")
+        if isinstance(command, BaseCommand):
+            return type(command).__module__.rpartition(".")[2]
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+@register()
 def check_ledger(
     app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[Any]:
+    """Report a missing ledger table (``queued_storage.W002``).
+
+    Checks that name no database do not touch one, as Django's own do: this
+    one looks when databases are named (``check --database``) and under plain
+    ``manage.py check``, never while ``migrate`` runs (which creates it).
+    """
     from .models import StoredFile
 
-    if not settings.QUEUED_STORAGE_LEDGER or not databases:
+    if not settings.QUEUED_STORAGE_LEDGER:
+        return []
+    command = running_command()
+    if command == "migrate" or (not databases and command != "check"):
         return []
     alias = router.db_for_write(StoredFile) or "default"
-    if alias not in databases:
+    if databases and alias not in databases:
         return []
     try:
         with connections[alias].cursor() as cursor:
             tables = connections[alias].introspection.table_names(cursor)
-    except DatabaseError:
+    except Exception:  # noqa: BLE001 - an unreachable database is not ours to report.
         return []
     if StoredFile._meta.db_table not in tables:
         return [
             Warning(
-                "The ledger table of queued_storage is missing.",
+                "The ledger table of queued_storage is missing: saving a file "
+                "would fail after writing its local copy.",
                 hint="Run 'manage.py migrate queued_storage', or set "
                 "QUEUED_STORAGE_LEDGER = False for cache-only state.",
                 id="queued_storage.W002",
@@ -105,7 +147,7 @@ def check_storages(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
     errors: list[Any] = []
     seen: dict[str, Any] = {}
-    for storage in queued_storages():
+    for storage in queued_storages(errors):
         other = seen.setdefault(storage.reference, storage)
         if other is not storage and other.deconstruct() != storage.deconstruct():
             errors.append(
