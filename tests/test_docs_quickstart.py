@@ -1,0 +1,206 @@
+"""The README and the quickstart, followed literally, move an upload to S3.
+
+Each page's marked blocks (see ``tests/docs_blocks.py``) are applied to a
+project that ``django-admin startproject`` makes in a temporary folder: its
+commands run, its files are written, a real ``celery -A mysite worker`` runs,
+and an upload is followed from the local folder to the S3 server (moto) it
+is then served from. Only hosts and ports change: Redis and S3 are the
+suite's, the bucket is a new one, and the credentials come from the
+environment as the pages say.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.docs_blocks import ROOT, Block, blocks, commands
+from tests.services.celery_worker import CeleryWorkerProcess
+
+pytestmark = pytest.mark.slow
+
+PAGES = {"README.rst": 10, "docs/quickstart.rst": 12}
+
+#: Run in the project after the page's own steps: follow one upload.
+FOLLOW = r"""
+import json, os, sys, time, urllib.request
+import django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+django.setup()
+from django.core.files.base import ContentFile
+from django.test import Client
+from documents.models import Document
+
+doc = Document.objects.create(title="t", file=ContentFile(b"followed", name="f.txt"))
+local_url = doc.file.storage.local.url(doc.file.name)
+served = Client().get(local_url, HTTP_HOST="localhost")
+deadline = time.monotonic() + 60
+while doc.file.storage.get_state(doc.file.name).status != "transferred":
+    if time.monotonic() > deadline:
+        break
+    time.sleep(0.1)
+status = doc.file.storage.get_state(doc.file.name).status
+url = doc.file.url
+with urllib.request.urlopen(url, timeout=10) as response:
+    remote = response.read().decode()
+print(json.dumps({
+    "local_url": local_url,
+    "local_status": served.status_code,
+    "local_body": b"".join(served.streaming_content).decode(),
+    "status": status, "url": url, "remote": remote,
+}))
+"""
+
+#: Runs the page's pycon sessions with doctest, one namespace for all; each
+#: session after the first waits until every file has been transferred, as
+#: the page's "a moment later" says.
+DOCTEST = r"""
+import doctest, json, os, sys, time
+import django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+django.setup()
+from queued_storage.models import StoredFile
+
+sessions = json.load(open(sys.argv[1]))
+globs = {}
+runner = doctest.DocTestRunner(
+    optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+)
+for index, text in enumerate(sessions):
+    if index:
+        deadline = time.monotonic() + 60
+        while StoredFile.objects.exclude(status="transferred").exists():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    test = doctest.DocTestParser().get_doctest(text, globs, f"session{index}", None, 0)
+    runner.run(test, clear_globs=False)
+print(json.dumps({"failed": runner.failures, "tried": runner.tries}))
+"""
+
+
+def project_env(servers: dict[str, Any]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        # boto3 reads the endpoint of S3 from here; the settings stay the page's.
+        AWS_ENDPOINT_URL_S3=servers["s3"].endpoint_url,
+    )
+    return env
+
+
+def localise(text: str, servers: dict[str, Any], db_base: int, bucket: str) -> str:
+    """Point the page's Redis and bucket at the suite's servers."""
+
+    def database(match: re.Match[str]) -> str:
+        return servers["redis"].url_for(db_base + int(match["db"]))
+
+    text = re.sub(r"redis://127\.0\.0\.1:6379/(?P<db>\d)", database, text)
+    return text.replace("my-bucket", bucket)
+
+
+def run(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (
+        f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    )
+    return done.stdout
+
+
+def check_install(command: str) -> None:
+    """A ``pip install`` line names extras that exist and bring a worker's needs."""
+    extras = re.search(r"\[(?P<extras>[^\]]+)\]", command)
+    assert extras, command
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for extra in extras["extras"].split(","):
+        assert extra in declared, f"{command}: no extra {extra!r}"
+    if "redis" in extras["extras"]:
+        assert any(dep.startswith("celery[redis]") for dep in declared["redis"])
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_followed_literally_serves_the_upload_from_s3(
+    page: str, tmp_path: Path, servers: dict[str, Any], s3_client: Any
+) -> None:
+    bucket = f"docs-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=bucket)
+    env = project_env(servers)
+    cwd = tmp_path
+    worker: CeleryWorkerProcess | None = None
+    applied: list[Block] = []
+    sessions: list[str] = []
+    health = ""
+    try:
+        for block in blocks(page):
+            if not block.how:
+                continue
+            applied.append(block)
+            text = localise(block.text, servers, PAGES[page], bucket)
+            if block.how == "pycon":
+                sessions.append(text)
+            elif block.how in ("append", "write"):
+                target = cwd / block.path
+                before = target.read_text() if block.how == "append" else ""
+                target.write_text(before + "\n" + text)
+            elif block.how == "console":
+                for command in commands(block):
+                    argv = command.split()
+                    if argv[:2] == ["pip", "install"]:
+                        check_install(command)
+                    elif argv[0] == "django-admin":
+                        run([sys.executable, "-m", "django", *argv[1:]], cwd, env)
+                    elif argv[0] == "cd":
+                        cwd = cwd / argv[1]
+                    elif argv[:2] == ["python", "manage.py"]:
+                        out = run([sys.executable, *argv[1:]], cwd, env)
+                        if argv[2:4] == ["queued_storage", "health"]:
+                            health = out
+                    elif argv[0] == "celery":
+                        app = argv[argv.index("-A") + 1]
+                        level = argv[argv.index("--loglevel") + 1]
+                        worker = CeleryWorkerProcess(
+                            app, cwd=cwd, env=env, inherit_env=False,
+                            loglevel=level, concurrency=1,
+                        ).start(timeout=60)
+                    else:
+                        raise AssertionError(f"{page}: unknown command {command!r}")
+            else:
+                raise AssertionError(f"{page}:{block.line}: marker {block.how!r}")
+        assert worker is not None, f"{page} starts no worker"
+        assert "FAIL" not in health and "ok    broker" in health, health
+        (cwd / "follow.py").write_text(FOLLOW)
+        followed = json.loads(run([sys.executable, "follow.py"], cwd, env))
+        if sessions:
+            (cwd / "sessions.json").write_text(json.dumps(sessions))
+            (cwd / "sessions.py").write_text(DOCTEST)
+            ran = run([sys.executable, "sessions.py", "sessions.json"], cwd, env)
+            outcome = json.loads(ran.splitlines()[-1])
+            assert outcome["failed"] == 0 and outcome["tried"] > 0, ran
+    except BaseException:
+        if worker is not None:
+            print(worker.log_text())
+        raise
+    finally:
+        if worker is not None:
+            worker.stop()
+    assert followed["local_url"].startswith("/uploads/")
+    assert (followed["local_status"], followed["local_body"]) == (200, "followed")
+    assert followed["status"] == "transferred"
+    assert followed["url"].startswith(f"{servers['s3'].endpoint_url}/{bucket}/")
+    assert followed["remote"] == "followed"
+    assert "Transferred 'documents/f.txt'" in worker.log_text()
