@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ from tests.services.celery_worker import CeleryWorkerProcess
 
 pytestmark = pytest.mark.slow
 
-PAGES = {"README.rst": 10, "docs/quickstart.rst": 12}
+#: The page run end to end, and the first of the Redis databases it gets.
+PAGE, DB_BASE = "docs/quickstart.rst", 12
 
 #: Run in the project after the page's own steps: follow one upload.
 FOLLOW = r"""
@@ -52,22 +52,19 @@ status = doc.file.storage.get_state(doc.file.name).status
 url = doc.file.url
 with urllib.request.urlopen(url, timeout=10) as response:
     remote = response.read().decode()
-print(json.dumps({
+result = {
     "local_url": local_url,
     "local_status": served.status_code,
     "local_body": b"".join(served.streaming_content).decode(),
     "status": status, "url": url, "remote": remote,
-}))
+}
 """
 
 #: Runs the page's pycon sessions with doctest, one namespace for all; each
 #: session after the first waits until every file has been transferred, as
 #: the page's "a moment later" says.
 DOCTEST = r"""
-import doctest, json, os, sys, time
-import django
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
-django.setup()
+import doctest
 from queued_storage.models import StoredFile
 
 sessions = json.load(open(sys.argv[1]))
@@ -84,7 +81,9 @@ for index, text in enumerate(sessions):
             time.sleep(0.1)
     test = doctest.DocTestParser().get_doctest(text, globs, f"session{index}", None, 0)
     runner.run(test, clear_globs=False)
-print(json.dumps({"failed": runner.failures, "tried": runner.tries}))
+    globs = test.globs
+result.update(failed=runner.failures, tried=runner.tries)
+print(json.dumps(result))
 """
 
 
@@ -107,6 +106,10 @@ def localise(text: str, servers: dict[str, Any], db_base: int, bucket: str) -> s
         return servers["redis"].url_for(db_base + int(match["db"]))
 
     text = re.sub(r"redis://127\.0\.0\.1:6379/(?P<db>\d)", database, text)
+    # The URL S3 gives a bucket, in a session's expected output.
+    text = text.replace(
+        "https://my-bucket.s3.amazonaws.com", f"{servers['s3'].endpoint_url}/{bucket}"
+    )
     return text.replace("my-bucket", bucket)
 
 
@@ -120,23 +123,49 @@ def run(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
     return done.stdout
 
 
+def extras_declared() -> dict[str, list[str]]:
+    """Return pyproject.toml's extras and their requirements (no tomllib on 3.10)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    section = text.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+    found = re.findall(r"^(\w+) = \[(.*?)\]$", section, re.M | re.S)
+    return {name: re.findall(r'"([^"]+)"', body) for name, body in found}
+
+
 def check_install(command: str) -> None:
     """A ``pip install`` line names extras that exist and bring a worker's needs."""
     extras = re.search(r"\[(?P<extras>[^\]]+)\]", command)
     assert extras, command
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"
-    ]
+    declared = extras_declared()
     for extra in extras["extras"].split(","):
         assert extra in declared, f"{command}: no extra {extra!r}"
     if "redis" in extras["extras"]:
         assert any(dep.startswith("celery[redis]") for dep in declared["redis"])
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_page_followed_literally_serves_the_upload_from_s3(
-    page: str, tmp_path: Path, servers: dict[str, Any], s3_client: Any
+def marked(page: str) -> list[Block]:
+    return [block for block in blocks(page) if block.how]
+
+
+def test_readme_setup_is_the_quickstarts():
+    """The README's marked blocks are the quickstart's, which the next test runs."""
+    readme, quickstart = marked("README.rst"), marked(PAGE)
+    files = {(b.how, b.path): b.text for b in quickstart if b.path}
+    readme_files = [b for b in readme if b.path]
+    assert readme_files, "README.rst marks no project file"
+    for block in readme_files:
+        assert files.get((block.how, block.path)) == block.text, (
+            f"README.rst:{block.line} differs from {PAGE}'s {block.how} {block.path}"
+        )
+    assert {(b.how, b.path) for b in readme_files} == set(files)
+    steps = [c for b in quickstart if b.how == "console" for c in commands(b)]
+    readme_steps = [c for b in readme if b.how == "console" for c in commands(b)]
+    assert [c for c in steps if c in readme_steps] == readme_steps
+
+
+def test_quickstart_followed_literally_serves_the_upload_from_s3(
+    tmp_path: Path, servers: dict[str, Any], s3_client: Any
 ) -> None:
+    page = PAGE
     bucket = f"docs-{uuid.uuid4().hex[:12]}"
     s3_client.create_bucket(Bucket=bucket)
     env = project_env(servers)
@@ -150,7 +179,7 @@ def test_page_followed_literally_serves_the_upload_from_s3(
             if not block.how:
                 continue
             applied.append(block)
-            text = localise(block.text, servers, PAGES[page], bucket)
+            text = localise(block.text, servers, DB_BASE, bucket)
             if block.how == "pycon":
                 sessions.append(text)
             elif block.how in ("append", "write"):
@@ -174,8 +203,12 @@ def test_page_followed_literally_serves_the_upload_from_s3(
                         app = argv[argv.index("-A") + 1]
                         level = argv[argv.index("--loglevel") + 1]
                         worker = CeleryWorkerProcess(
-                            app, cwd=cwd, env=env, inherit_env=False,
-                            loglevel=level, concurrency=1,
+                            app,
+                            cwd=cwd,
+                            env=env,
+                            inherit_env=False,
+                            loglevel=level,
+                            concurrency=1,
                         ).start(timeout=60)
                     else:
                         raise AssertionError(f"{page}: unknown command {command!r}")
@@ -183,14 +216,10 @@ def test_page_followed_literally_serves_the_upload_from_s3(
                 raise AssertionError(f"{page}:{block.line}: marker {block.how!r}")
         assert worker is not None, f"{page} starts no worker"
         assert "FAIL" not in health and "ok    broker" in health, health
-        (cwd / "follow.py").write_text(FOLLOW)
-        followed = json.loads(run([sys.executable, "follow.py"], cwd, env))
-        if sessions:
-            (cwd / "sessions.json").write_text(json.dumps(sessions))
-            (cwd / "sessions.py").write_text(DOCTEST)
-            ran = run([sys.executable, "sessions.py", "sessions.json"], cwd, env)
-            outcome = json.loads(ran.splitlines()[-1])
-            assert outcome["failed"] == 0 and outcome["tried"] > 0, ran
+        (cwd / "sessions.json").write_text(json.dumps(sessions))
+        (cwd / "follow.py").write_text(FOLLOW + DOCTEST)
+        ran = run([sys.executable, "follow.py", "sessions.json"], cwd, env)
+        followed = json.loads(ran.splitlines()[-1])
     except BaseException:
         if worker is not None:
             print(worker.log_text())
@@ -204,3 +233,5 @@ def test_page_followed_literally_serves_the_upload_from_s3(
     assert followed["url"].startswith(f"{servers['s3'].endpoint_url}/{bucket}/")
     assert followed["remote"] == "followed"
     assert "Transferred 'documents/f.txt'" in worker.log_text()
+    # The page's shell sessions, with their outputs.
+    assert followed["tried"] > 0 and followed["failed"] == 0, ran
