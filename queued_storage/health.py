@@ -220,12 +220,13 @@ def run(timeout: float = DEFAULT_TIMEOUT, storage: str | None = None) -> list[Pr
     """Probe every part and return the outcomes, in the order printed."""
     from .checks import queued_storages
 
-    probes = [
-        probe_cache(timeout),
-        probe_broker(timeout),
-        probe_workers(timeout),
-        probe_ledger(timeout),
-    ]
+    broker = probe_broker(timeout)
+    workers = (
+        probe_workers(timeout)
+        if broker.ok
+        else Probe("workers", False, "not asked: the broker is down", warning=True)
+    )
+    probes = [probe_cache(timeout), broker, workers, probe_ledger(timeout)]
     errors: list[Any] = []
     for queued in queued_storages(errors):
         if storage and queued.reference != storage:
