@@ -266,8 +266,9 @@ def check_local_reachable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     f"{type(storage).__name__} {storage.reference!r} keeps files "
                     "on this host's disk until they are transferred, and workers "
                     "on other hosts (the broker is not local) cannot read them.",
-                    hint="Put the local storage on a volume every worker mounts "
-                    "and set QUEUED_STORAGE_SHARED_LOCAL = True, or set "
+                    hint="If every worker runs on this host, or the local "
+                    "storage is on a volume every worker mounts, set "
+                    "QUEUED_STORAGE_SHARED_LOCAL = True; otherwise set "
                     "QUEUED_STORAGE_PER_HOST_QUEUE = True and run a worker per "
                     "host on its queue.",
                     id="queued_storage.W004",
