@@ -67,8 +67,8 @@ def test_a_cache_that_never_answers_fails_within_the_timeout() -> None:
     with RedisServer() as redis:
         redis.pause()
         try:
-            caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                  "LOCATION": redis.url_for(0)}}  # fmt: skip
+            backend = "django.core.cache.backends.redis.RedisCache"
+            caches = {"default": {"BACKEND": backend, "LOCATION": redis.url_for(0)}}
             with override_settings(CACHES=caches):
                 probe = health.probe_cache(1.0)
         finally:
