@@ -51,6 +51,7 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": f"{REDIS_URL}/1",
+        "OPTIONS": {"serializer": "queued_storage.serializers.JSONSerializer"},
     }
 }
 

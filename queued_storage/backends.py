@@ -17,6 +17,7 @@ from . import enqueue as sending
 from .base import QueuedStorageBase
 from .conf import settings
 from .enqueue import transfer_queue as transfer_queue  # where it used to be
+from .exceptions import NameTaken
 from .s3_urls import url_builder
 from .signals import file_queued
 from .state import FileState, Status
@@ -47,11 +48,19 @@ class QueuedStorage(QueuedStorageBase):
         )
 
     def is_name_available(self, name: str, max_length: int | None = None) -> bool:
-        """Return whether *name* is free on the local and the remote storage."""
+        """Return whether *name* is free on the local and the remote storage.
+
+        A name recorded for a file that is not deleted (pending,
+        transferring, failed or transferred, saved by any host) is never
+        free, whatever :setting:`QUEUED_STORAGE_NAME_CHECK` says; with
+        ``"remote"``, the remote storage must also not have it.
+        """
         if not self.local.is_name_available(name, max_length=max_length):
             return False
         if self.overwrites:
             return True
+        if self.state.in_use(name):
+            return False
         if settings.QUEUED_STORAGE_NAME_CHECK == "remote":
             try:
                 return not self.remote.exists(name)
@@ -63,7 +72,7 @@ class QueuedStorage(QueuedStorageBase):
                     "deciding from the recorded states.", name, type(exc).__name__,
                     extra={"file_name": name, "storage": self.reference},
                 )  # fmt: skip
-        return not self.state.in_use(name)
+        return True
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         """Return a name free on both storages, based on *name*."""
@@ -105,11 +114,51 @@ class QueuedStorage(QueuedStorageBase):
         content_type = _content_type(content)
         state = FileState(Status.PENDING, version, size, content_type=content_type)
         outbox = self.uses_outbox()
-        self.state.record(name, state, host=sending.this_host(), outbox=outbox)
+        name = self._record_saved(name, state, outbox, max_length)
         transaction.on_commit(
             lambda: self._queued(name, version, outbox), using=self.state.db
         )
         return name
+
+    def _record_saved(
+        self, name: str, state: FileState, outbox: bool, max_length: int | None
+    ) -> str:
+        """Record the file just saved locally as *name*; return its final name.
+
+        Another save (on another host, with a disk of its own) may have
+        checked the same name free, and recorded it first: the ledger then
+        refuses to replace that live file's row, and this save's local copy
+        moves to another free name. Unless the local storage replaces files
+        by design, the first save keeps its name and its bytes.
+        """
+        host, exclusive = sending.this_host(), not self.overwrites
+        for _ in range(_NAME_ATTEMPTS):
+            if self.state.record(
+                name, state, host=host, outbox=outbox, exclusive=exclusive
+            ):
+                return name
+            try:
+                name = self._move_local(name, max_length)
+            except Exception:
+                self.local.delete(name)  # This save's copy, under a taken name.
+                raise
+        self.local.delete(name)
+        raise NameTaken(
+            f"Could not find a free name for {name!r} after {_NAME_ATTEMPTS} "
+            "tries: other saves kept taking them. Nothing was kept."
+        )
+
+    def _move_local(self, name: str, max_length: int | None) -> str:
+        """Move this save's local copy of *name* to a free name; return it."""
+        new = self.get_available_name(name, max_length)
+        with self.local.open(name, "rb") as content:
+            moved = self.validate_name(self.local.save(new, content, max_length))
+        self.local.delete(name)
+        logger.info(
+            "%r was taken by another save meanwhile; saved as %r instead.", name,
+            moved, extra={"file_name": moved, "storage": self.reference},
+        )  # fmt: skip
+        return moved
 
     def uses_outbox(self) -> bool:
         """Return whether a save leaves its transfer message to the dispatcher."""
@@ -276,6 +325,9 @@ class QueuedStorage(QueuedStorageBase):
         if errors:
             raise errors[0]
 
+
+#: How many names a save tries when other saves keep taking them.
+_NAME_ATTEMPTS = 5
 
 _CONTENT_TYPE = re.compile(r"[\w!#$&^.+-]{1,127}/[\w!#$&^.+-]{1,127}(;[ -~]*)?")
 

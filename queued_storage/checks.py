@@ -275,3 +275,108 @@ def check_local_reachable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
     return warnings
+
+
+#: Cache backends that cannot unpickle what another party wrote: each process
+#: keeps its own (pickled, but only it writes there) or keeps nothing.
+_NO_FOREIGN_PICKLES = PROCESS_LOCAL_CACHES
+_REDIS = "django.core.cache.backends.redis.RedisCache"
+_PYMEMCACHE = "django.core.cache.backends.memcached.PyMemcacheCache"
+
+
+def _safe_option(value: Any, kind: type) -> bool:
+    """Return whether *value*, a cache option, is (or names) a *kind*."""
+    from django.utils.module_loading import import_string
+
+    if isinstance(value, str):
+        try:
+            value = import_string(value)
+        except ImportError:
+            return False
+    if isinstance(value, type):
+        return issubclass(value, kind)
+    return isinstance(value, kind)
+
+
+def state_cache_unpickles(params: dict[str, Any]) -> bool:
+    """Return whether the cache configured by *params* may unpickle its data.
+
+    Decided from the configuration alone; nothing is connected to.
+    """
+    from .serializers import JSONSerde, JSONSerializer
+
+    backend = params.get("BACKEND", "")
+    options = params.get("OPTIONS") or {}
+    if backend in _NO_FOREIGN_PICKLES:
+        return False
+    if backend == _REDIS:
+        return not _safe_option(options.get("serializer"), JSONSerializer)
+    if backend == _PYMEMCACHE:
+        return not _safe_option(options.get("serde"), JSONSerde)
+    # The file, database and pylibmc caches always pickle; a backend not
+    # known here is assumed to.
+    return True
+
+
+@register(Tags.caches, Tags.security)
+def check_cache_serializer(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    alias = settings.QUEUED_STORAGE_CACHE
+    params = getattr(settings, "CACHES", {}).get(alias)
+    if params is None or not state_cache_unpickles(params):
+        return []
+    backend = params.get("BACKEND", "")
+    return [
+        Warning(
+            f"The cache {alias!r} that holds file states ({backend}) unpickles "
+            "what it reads, so anyone who can write to it can run code in web "
+            "processes and workers.",
+            hint='Use Redis with "OPTIONS": {"serializer": '
+            '"queued_storage.serializers.JSONSerializer"}, or PyMemcacheCache '
+            'with "OPTIONS": {"serde": queued_storage.serializers.json_serde}, '
+            "as a cache alias of its own for QUEUED_STORAGE_CACHE.",
+            id="queued_storage.W010",
+        )
+    ]
+
+
+def longest_retry_delay() -> float | None:
+    """Return the longest countdown before a retry, or ``None`` if unknown.
+
+    Retry number *n* (from 0) waits at most ``RETRY_DELAY * 2**n`` seconds,
+    capped at ``RETRY_BACKOFF_MAX``; the message it sends is signed when the
+    retry is scheduled, so it is that old when it arrives.
+    """
+    retries = settings.QUEUED_STORAGE_RETRIES
+    delay = settings.QUEUED_STORAGE_RETRY_DELAY
+    cap = settings.QUEUED_STORAGE_RETRY_BACKOFF_MAX
+    numbers = (retries, delay, cap)
+    if not all(
+        isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers
+    ):
+        return None  # Reported by check_settings.
+    if retries < 1:
+        return 0.0
+    return float(min(cap, delay * 2 ** min(int(retries) - 1, 64)))
+
+
+@register()
+def check_message_max_age(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    max_age = settings.QUEUED_STORAGE_MESSAGE_MAX_AGE
+    longest = longest_retry_delay()
+    if (
+        longest is None
+        or not isinstance(max_age, (int, float))
+        or isinstance(max_age, bool)
+        or max_age > longest
+    ):
+        return []
+    return [
+        Warning(
+            f"QUEUED_STORAGE_MESSAGE_MAX_AGE ({max_age!r} s) is not longer than "
+            f"the longest delay before a retry ({longest:g} s), so a worker "
+            "refuses a retried transfer message as expired.",
+            hint="Raise QUEUED_STORAGE_MESSAGE_MAX_AGE, or lower "
+            "QUEUED_STORAGE_RETRY_BACKOFF_MAX or QUEUED_STORAGE_RETRY_DELAY.",
+            id="queued_storage.W011",
+        )
+    ]

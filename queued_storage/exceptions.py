@@ -48,3 +48,7 @@ class InvalidMessage(QueuedStorageError):
 
 class UnknownStorage(InvalidMessage):
     """A task message names a storage that this process does not configure."""
+
+
+class NameTaken(QueuedStorageError, FileExistsError):
+    """Other saves kept taking every name a save tried; nothing was kept."""

@@ -51,6 +51,8 @@ class Statements:
             f" ON CONFLICT ({quote('storage')}, {quote('name_hash')})"
             f" DO UPDATE SET {updates}"
         )
+        # The same, but a row of a file that is not deleted stays as it is.
+        self.claim_sql = f"{self.upsert_sql} WHERE {self.table}.{quote('status')} = %s"
 
     def _cursor(self) -> Any:
         return connections[self.alias].cursor()
@@ -67,11 +69,19 @@ class Statements:
             cursor.execute(self.in_use_sql, [storage, name_hash, deleted])
             return cursor.fetchone() is not None
 
-    def upsert(self, values: dict[str, Any]) -> None:
-        """Insert the row of *values*, or replace the one with its name."""
+    def upsert(self, values: dict[str, Any], only_over: str | None = None) -> bool:
+        """Insert the row of *values*, or replace the one with its name.
+
+        With *only_over*, an existing row is replaced only if its status is
+        that one. Return whether a row was written.
+        """
         params = [values[column] for column in self.insert_columns]
+        sql = self.upsert_sql
+        if only_over is not None:
+            sql, params = self.claim_sql, [*params, only_over]
         with self._cursor() as cursor:
-            cursor.execute(self.upsert_sql, params)
+            cursor.execute(sql, params)
+            return bool(cursor.rowcount)
 
     def update(
         self,

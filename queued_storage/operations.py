@@ -23,7 +23,7 @@ from .backends import QueuedStorage
 from .base import QueuedStorageBase
 from .conf import settings
 from .exceptions import UnknownStorage
-from .state import FileState, Status, name_hash
+from .state import FileState, StateStore, Status, name_hash
 from .transfer import transfer_file
 
 logger = logging.getLogger("queued_storage")
@@ -234,11 +234,35 @@ def bulk_import(
 
 
 def purge(older_than: timedelta, storage: str | None = None) -> int:
-    """Remove the ledger rows of files deleted longer than *older_than* ago."""
-    rows = _model().objects.filter(
-        status=Status.DELETED, updated__lt=timezone.now() - older_than
-    )
+    """Remove the ledger rows of files deleted longer than *older_than* ago.
+
+    Their cache entries (the tombstones) go too, a batch at a time.
+    """
+    cutoff = timezone.now() - older_than
+    rows = _model().objects.filter(status=Status.DELETED, updated__lt=cutoff)
     if storage:
         rows = rows.filter(storage=storage)
-    count, _ = rows.delete()
-    return count
+    count = 0
+    while True:
+        batch = list(rows.order_by("pk").values_list("pk", "storage", "name")[:500])
+        if not batch:
+            return count
+        # A row saved again meanwhile is no longer deleted, and stays.
+        deleted, _ = rows.filter(pk__in=[pk for pk, _, _ in batch]).delete()
+        count += deleted
+        names: dict[str, list[str]] = {}
+        for _, reference, name in batch:
+            names.setdefault(reference, []).append(name)
+        for reference, found in names.items():
+            _state_of(reference).evict(found)
+
+
+def _state_of(reference: str) -> StateStore:
+    """Return the state store of the storage known as *reference*.
+
+    A storage no longer configured keeps its entries under the default prefix.
+    """
+    try:
+        return registry.resolve(reference).state
+    except UnknownStorage:
+        return StateStore(reference, settings.QUEUED_STORAGE_CACHE_PREFIX)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.core.cache import caches
-from django.db import router
+from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 
 from .conf import settings
@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("queued_storage")
 
-__all__ = ["FileState", "StateStore", "Status", "name_hash"]
+__all__ = ["LEDGER_CACHE_TIMEOUT", "FileState", "StateStore", "Status", "name_hash"]
+
+#: Seconds a state entry lives in the cache by default when the ledger is on:
+#: a day. An expired entry costs one indexed query on the next read.
+LEDGER_CACHE_TIMEOUT = 24 * 3600
 
 
 def name_hash(name: str) -> str:
@@ -78,6 +82,19 @@ class StateStore:
         """Return the database alias that holds the ledger."""
         return router.db_for_write(self.model) or "default"
 
+    @property
+    def timeout(self) -> float | None:
+        """Return the seconds a state entry lives in the cache, ``None`` for good.
+
+        :setting:`QUEUED_STORAGE_CACHE_TIMEOUT` when set; otherwise
+        :data:`LEDGER_CACHE_TIMEOUT` with the ledger, which keeps the durable
+        copy, and no expiry without it, where the cache is the only copy.
+        """
+        timeout = settings.QUEUED_STORAGE_CACHE_TIMEOUT
+        if timeout is None and self.ledger:
+            return LEDGER_CACHE_TIMEOUT
+        return timeout
+
     def _rows(self) -> Any:
         return self.model.objects.using(self.db).filter(storage=self.reference)
 
@@ -101,7 +118,7 @@ class StateStore:
         if not mapping:
             return
         values = {key: state.to_cache() for key, state in mapping.items()}
-        timeout = settings.QUEUED_STORAGE_CACHE_TIMEOUT
+        timeout = self.timeout
         try:
             if len(values) == 1:
                 # One key is one plain SET; set_many() wraps it in a
@@ -118,8 +135,17 @@ class StateStore:
 
     # Reads ----------------------------------------------------------------
 
-    def get(self, name: str) -> FileState | None:
-        """Return the state of *name*, or ``None`` when nothing is recorded."""
+    def get(self, name: str, *, durable: bool = False) -> FileState | None:
+        """Return the state of *name*, or ``None`` when nothing is recorded.
+
+        With *durable* and the ledger on, the ledger answers and the cache is
+        not asked: a worker decides from the durable copy, which only the
+        project's own processes write, never from a cache entry that another
+        client of the cache server could have put there.
+        """
+        if durable and self.ledger:
+            row = self._rows().filter(name_hash=name_hash(name)).first()
+            return None if row is None else FileState.from_row(row)
         return self.get_many([name])[name]
 
     def get_many(self, names: Iterable[str]) -> dict[str, FileState | None]:
@@ -167,19 +193,32 @@ class StateStore:
     # Writes ---------------------------------------------------------------
 
     def record(
-        self, name: str, state: FileState, *, host: str = "", outbox: bool = False
-    ) -> None:
+        self,
+        name: str,
+        state: FileState,
+        *,
+        host: str = "",
+        outbox: bool = False,
+        exclusive: bool = False,
+    ) -> bool:
         """Record *state* for *name*, replacing whatever was there.
 
         The ledger row is written in the caller's transaction; the cache is
         updated at once. With *outbox*, the row also asks the dispatcher to
-        send the transfer message of this version.
+        send the transfer message of this version. With *exclusive*, the
+        ledger row of a file that is not deleted is left alone: nothing is
+        recorded and ``False`` returned (another save, maybe on another
+        host, holds the name). Without the ledger, *exclusive* changes
+        nothing.
         """
-        if self.ledger:
-            self._upsert(name, state, host, outbox)
+        if self.ledger and not self._upsert(name, state, host, outbox, exclusive):
+            return False
         self.remember(name, state)
+        return True
 
-    def _upsert(self, name: str, state: FileState, host: str, outbox: bool) -> None:
+    def _upsert(
+        self, name: str, state: FileState, host: str, outbox: bool, exclusive: bool
+    ) -> bool:
         now = timezone.now()
         values: dict[str, Any] = {
             "storage": self.reference, "name": name, "name_hash": name_hash(name),
@@ -190,18 +229,38 @@ class StateStore:
         }  # fmt: skip
         sql = statements(self.db)
         if sql is None:
-            self.model.objects.using(self.db).bulk_create(
-                [self.model(**values)],
+            return self._orm_upsert(values, exclusive)
+        stamp = sql.timestamp(now)
+        return sql.upsert(
+            {
+                **values, "created": stamp, "updated": stamp,
+                "transferred": stamp if state.is_remote else None,
+            },
+            only_over=str(Status.DELETED) if exclusive else None,
+        )  # fmt: skip
+
+    def _orm_upsert(self, values: dict[str, Any], exclusive: bool) -> bool:
+        """Write the row of *values* through the ORM; return whether it was."""
+        model = self.model
+        if not exclusive:
+            model.objects.using(self.db).bulk_create(
+                [model(**values)],
                 update_conflicts=True,
                 unique_fields=["storage", "name_hash"],
                 update_fields=list(UPSERT_COLUMNS),
             )
-            return
-        stamp = sql.timestamp(now)
-        sql.upsert({
-            **values, "created": stamp, "updated": stamp,
-            "transferred": stamp if state.is_remote else None,
-        })  # fmt: skip
+            return True
+        try:
+            with transaction.atomic(using=self.db):
+                model.objects.using(self.db).create(**values)
+            return True
+        except IntegrityError:
+            pass  # A row holds the name: take it only if its file was deleted.
+        rows = self._rows().filter(name_hash=values["name_hash"], status=Status.DELETED)
+        changes = {
+            column: values[column] for column in UPSERT_COLUMNS if column in values
+        }
+        return bool(rows.update(**changes, updated=timezone.now()))
 
     def compare_and_set(
         self,
@@ -282,6 +341,16 @@ class StateStore:
             return ""
         hosts = self._rows().filter(name_hash=name_hash(name)).values_list("host")
         return next((host for (host,) in hosts), "")
+
+    def evict(self, names: Iterable[str]) -> None:
+        """Remove the cache entries of *names*; the ledger is left alone."""
+        keys = [self.key(name) for name in names]
+        if not keys:
+            return
+        try:
+            self.cache.delete_many(keys)
+        except Exception as exc:
+            logger.warning("Cache unavailable, entries not removed: %s", exc)
 
     def forget(self, name: str) -> None:
         """Mark *name* deleted, so that a task still in flight gives up."""

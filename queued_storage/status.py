@@ -21,6 +21,12 @@ class Status(models.TextChoices):
     DELETED = "deleted"
 
 
+#: The statuses a cache entry may hold, as the strings it holds them as.
+_STATUSES = frozenset(Status.values)
+#: The longest version token the ledger holds.
+_MAX_VERSION = 32
+
+
 @dataclass(frozen=True)
 class FileState:
     """What is known of one file: its status, version token, size and errors."""
@@ -60,10 +66,24 @@ class FileState:
 
     @classmethod
     def from_cache(cls, value: Any) -> FileState | None:
-        try:
-            status, version, size, attempts, error, content_type = value
-        except (TypeError, ValueError):
-            return None  # An entry of another shape: treat it as a miss.
+        """Return the state a cache entry holds, or ``None`` for anything else.
+
+        The entry comes from a cache that others may write to: anything that
+        is not exactly a state as :meth:`to_cache` writes it (a tuple, or the
+        list that a JSON cache gives back) is a miss, never an error.
+        """
+        if type(value) not in (tuple, list) or len(value) != 6:
+            return None
+        status, version, size, attempts, error, content_type = value
+        if (
+            not all(type(text) is str for text in (status, version, error))
+            or type(content_type) is not str
+            or status not in _STATUSES
+            or len(version) > _MAX_VERSION
+            or not (size is None or (type(size) is int and 0 <= size < 2**63))
+            or not (type(attempts) is int and 0 <= attempts < 2**31)
+        ):
+            return None
         return cls(status, version, size, attempts, error, content_type)
 
     @classmethod

@@ -141,7 +141,7 @@ class Transfer(Task):
     def process(self, queued: QueuedStorage, name: str, version: str) -> bool:
         """Move *name* if its state still has *version*; record the outcome."""
         extra: dict[str, Any] = {"file_name": name, "storage": queued.reference}
-        state = queued.state.get(name) or queued._probe(name)
+        state = queued.state.get(name, durable=True) or queued._probe(name)
         if (
             state is None
             or state.is_deleted
@@ -203,7 +203,7 @@ class Transfer(Task):
     @staticmethod
     def deleted(queued: QueuedStorage, name: str) -> bool:
         """Return whether *name* was deleted from *queued*."""
-        current = queued.state.get(name)
+        current = queued.state.get(name, durable=True)
         if current is None:
             # Without the ledger a flushed cache knows nothing: not deleted.
             return queued.state.ledger
@@ -229,7 +229,7 @@ class Transfer(Task):
         a file can be in flight at once and the older upload can land last.
         The file is then queued again, under a new version.
         """
-        current = queued.state.get(name)
+        current = queued.state.get(name, durable=True)
         if current is None or not current.is_remote:
             return True
         if remote_matches(name, queued.local, queued.remote, checksum):

@@ -9,6 +9,8 @@ same variables, so it shares the test's broker, cache and database.
 import os
 import tempfile
 
+from queued_storage.serializers import json_serde
+
 ENV = os.environ.get
 
 SECRET_KEY = ENV("QS_TEST_SECRET_KEY", "queued-storage-tests-not-secret")
@@ -83,12 +85,15 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": f"{REDIS_URL}/1",
+        # The state cache must not unpickle (queued_storage.W010).
+        "OPTIONS": {"serializer": "queued_storage.serializers.JSONSerializer"},
     },
 }
 if ENV("QS_TEST_MEMCACHED"):
     CACHES["memcached"] = {
         "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
         "LOCATION": ENV("QS_TEST_MEMCACHED"),
+        "OPTIONS": {"serde": json_serde},
     }
 
 CELERY_BROKER_URL = f"{REDIS_URL}/0"

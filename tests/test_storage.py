@@ -109,12 +109,16 @@ def test_cache_keys_never_collide(storage, fs_storage):
     assert storage.get_cache_key("a") != fs_storage.get_cache_key("a")
 
 
-def test_state_entries_do_not_expire_by_default(storage, servers):
+def test_state_entries_expire_after_a_day_by_default_with_the_ledger(storage, servers):
     import redis
 
-    name = storage.save("forever.txt", ContentFile(b"x"))
+    name = storage.save("daily.txt", ContentFile(b"x"))
     cache = caches["default"]
     client = redis.Redis.from_url(servers["redis"].url_for(1))
+    ttl = client.ttl(cache.make_and_validate_key(storage.get_cache_key(name)))
+    assert 24 * 3600 - 60 < ttl <= 24 * 3600
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        name = storage.save("forever.txt", ContentFile(b"x"))
     assert client.ttl(cache.make_and_validate_key(storage.get_cache_key(name))) == -1
     with override_settings(QUEUED_STORAGE_CACHE_TIMEOUT=50):
         storage.save("brief.txt", ContentFile(b"x"))

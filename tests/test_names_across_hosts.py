@@ -1,0 +1,203 @@
+"""Two hosts never hand out, or take over, each other's live file names.
+
+Each "host" is a queued storage with a local folder of its own; the two share
+the remote folder, the cache, the ledger and the storage reference, as two
+web servers with per-host disks do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage
+from django.test import override_settings
+
+import queued_storage.state as state_module
+from queued_storage.backends import QueuedStorage
+from queued_storage.exceptions import NameTaken
+from queued_storage.models import StoredFile
+from queued_storage.state import FileState, Status
+from queued_storage.tasks import Transfer
+
+pytestmark = pytest.mark.django_db
+
+HOOKED = "tests.test_names_across_hosts.HookedFileSystemStorage"
+
+
+class HookedFileSystemStorage(FileSystemStorage):
+    """A local storage that runs ``before_write(name)`` before each write.
+
+    It lets a test run another host's whole save between this host's name
+    check and its ledger write, deterministically.
+    """
+
+    before_write: Callable[[str], Any] | None = None
+
+    def _save(self, name: str, content: Any) -> str:
+        if self.before_write is not None:
+            self.before_write(name)
+        return super()._save(name, content)
+
+
+@pytest.fixture(params=["remote", "state"])
+def mode(request):
+    with override_settings(QUEUED_STORAGE_NAME_CHECK=request.param):
+        yield request.param
+
+
+@pytest.fixture
+def hosts(tmp_path, unique):
+    """Return two queued storages, hosts A and B, sharing all but the local disk."""
+
+    def host(label: str, **local_options: Any) -> QueuedStorage:
+        return QueuedStorage(
+            local=HOOKED,
+            remote="django.core.files.storage.FileSystemStorage",
+            local_options={"location": str(tmp_path / label), **local_options},
+            remote_options={"location": str(tmp_path / "remote")},
+            reference=f"hosts-{unique}",
+            delayed=True,
+        )
+
+    return host
+
+
+def rows(storage: QueuedStorage) -> dict[str, str]:
+    found = StoredFile.objects.filter(storage=storage.reference)
+    return dict(found.values_list("name", "version"))
+
+
+def read(storage: Any, name: str) -> bytes:
+    with storage.open(name) as handle:
+        return bytes(handle.read())
+
+
+def put_in_status(storage: QueuedStorage, name: str, status: str) -> None:
+    """Move *name*, saved and pending, on to *status* as a worker would."""
+    state = storage.get_state(name)
+    if status == Status.TRANSFERRED:
+        assert Transfer().process(storage, name, state.version)
+    elif status != Status.PENDING:
+        moved = state.evolve(status=status)
+        assert storage.state.compare_and_set(name, state.version, moved)
+    assert storage.get_state(name).status == status
+
+
+@pytest.mark.parametrize(
+    "status",
+    [Status.PENDING, Status.TRANSFERRING, Status.FAILED, Status.TRANSFERRED],
+)
+def test_second_host_never_gets_a_live_name(mode, hosts, status):
+    a, b = hosts("a"), hosts("b")
+    first = a.save("photo.jpg", ContentFile(b"first user"))
+    put_in_status(a, first, status)
+    owner = a.get_state(first)
+
+    assert b.get_available_name("photo.jpg") != "photo.jpg"
+    second = b.save("photo.jpg", ContentFile(b"second user"))
+
+    assert second != first
+    assert a.get_state(first) == owner
+    assert rows(a)[first] == owner.version
+    assert read(a, first) == b"first user"
+    assert read(b, second) == b"second user"
+
+
+def test_second_host_never_gets_a_live_name_known_to_the_cache_only(mode, hosts):
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        a, b = hosts("a"), hosts("b")
+        first = a.save("photo.jpg", ContentFile(b"first user"))
+        assert b.get_available_name("photo.jpg") != "photo.jpg"
+        second = b.save("photo.jpg", ContentFile(b"second user"))
+    assert second != first
+
+
+def test_second_host_never_gets_a_live_name_when_both_pass_the_name_check(mode, hosts):
+    """Both hosts find the name free; A saves whole before B writes the ledger."""
+    a, b = hosts("a"), hosts("b")
+    saved_by_a: list[str] = []
+
+    def host_a_saves_meanwhile(name: str) -> None:
+        b.local.before_write = None
+        saved_by_a.append(a.save(name, ContentFile(b"first user")))
+
+    b.local.before_write = host_a_saves_meanwhile
+    second = b.save("photo.jpg", ContentFile(b"second user"))
+
+    assert saved_by_a == ["photo.jpg"]
+    assert second != "photo.jpg"
+    versions = rows(a)
+    assert versions["photo.jpg"] == a.get_state("photo.jpg").version
+    assert versions[second] == b.get_state(second).version
+    # B's bytes moved to its new name: nothing stays under the taken one.
+    assert not b.local.exists("photo.jpg")
+    assert read(b.local, second) == b"second user"
+    # Both transfers go ahead, each with its own bytes.
+    for host, name in ((a, "photo.jpg"), (b, second)):
+        assert Transfer().process(host, name, host.get_state(name).version)
+    assert read(a.remote, "photo.jpg") == b"first user"
+    assert read(a.remote, second) == b"second user"
+
+
+def test_second_host_race_fails_cleanly_when_every_name_is_taken(mode, hosts):
+    """A host that loses the race for every name it tries keeps nothing."""
+    a, b = hosts("a"), hosts("b")
+    taken: list[str] = []
+
+    def host_a_takes_it_first(name: str) -> None:
+        taken.append(a.save(name, ContentFile(b"first user")))
+
+    b.local.before_write = host_a_takes_it_first
+    with pytest.raises(NameTaken):
+        b.save("photo.jpg", ContentFile(b"second user"))
+
+    assert len(taken) == len(set(taken)) > 1
+    assert b.local.listdir("")[1] == []
+    assert set(rows(a)) == set(taken)
+    assert all(a.get_state(name).status == Status.PENDING for name in taken)
+
+
+def test_overwriting_local_storage_replaces_the_file_by_design(mode, hosts):
+    """A local storage that overwrites (allow_overwrite) keeps the name."""
+    a = hosts("a", allow_overwrite=True)
+    b = hosts("b", allow_overwrite=True)
+    first = a.save("photo.jpg", ContentFile(b"first"))
+    second = b.save("photo.jpg", ContentFile(b"second"))
+    assert first == second == "photo.jpg"
+    assert rows(a)["photo.jpg"] == b.get_state("photo.jpg").version
+
+
+@pytest.fixture(params=["sql", "orm"])
+def ledger_path(request, monkeypatch):
+    if request.param == "orm":
+        monkeypatch.setattr(state_module, "statements", lambda alias: None)
+    return request.param
+
+
+@pytest.mark.parametrize(
+    "status",
+    [Status.PENDING, Status.TRANSFERRING, Status.FAILED, Status.TRANSFERRED],
+)
+def test_exclusive_ledger_write_refuses_a_live_row_of_another_version(
+    hosts, ledger_path, status
+):
+    store = hosts("a").state
+    store.record("x.txt", FileState(status, "first"))
+    assert not store.record(
+        "x.txt", FileState(Status.PENDING, "second"), exclusive=True
+    )
+    assert store.get("x.txt").version == "first"
+    assert rows(hosts("a")) == {"x.txt": "first"}
+
+
+def test_exclusive_ledger_write_takes_the_name_of_a_deleted_file(hosts, ledger_path):
+    store = hosts("a").state
+    store.record("x.txt", FileState(Status.PENDING, "first"))
+    store.forget("x.txt")
+    assert store.record("x.txt", FileState(Status.PENDING, "second"), exclusive=True)
+    assert store.get("x.txt").version == "second"
+    assert store.record("y.txt", FileState(Status.PENDING, "new"), exclusive=True)
+    assert rows(hosts("a")) == {"x.txt": "second", "y.txt": "new"}
