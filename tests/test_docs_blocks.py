@@ -99,3 +99,40 @@ def test_logging_block_makes_info_records_visible() -> None:
     shown = done.stdout + done.stderr
     assert "Transferred 'x.txt'." in shown
     assert "not shown" not in shown
+
+
+def assigned(name: str, pages: list[str]) -> list[tuple[str, object]]:
+    """Return each literal value that a block of *pages* assigns to *name*."""
+    found = []
+    for page in pages:
+        for block in blocks(page):
+            if block.language != "python":
+                continue
+            for node in ast.walk(ast.parse(block.text)):
+                if isinstance(node, ast.Assign) and any(
+                    isinstance(target, ast.Name) and target.id == name
+                    for target in node.targets
+                ):
+                    value = eval(compile(ast.Expression(node.value), page, "eval"))  # noqa: S307
+                    found.append((f"{page}:{block.line}", value))
+    return found
+
+
+def test_pages_agree_on_the_redis_broker_options() -> None:
+    pages = ["README.rst", "docs/quickstart.rst", "docs/deployment.rst"]
+    found = [
+        (where, value)
+        for where, value in assigned("CELERY_BROKER_TRANSPORT_OPTIONS", pages)
+        if "visibility_timeout" in value  # Redis's, not RabbitMQ's
+    ]
+    assert len(found) == 3, found
+    assert len({repr(value) for _, value in found}) == 1, found
+
+
+def test_pages_agree_on_the_state_cache() -> None:
+    pages = ["README.rst", "docs/quickstart.rst"]
+    caches = [value for _, value in assigned("CACHES", pages)]
+    assert len(caches) == 2
+    options = [cache["queued_storage"]["OPTIONS"] for cache in caches]
+    assert options[0] == options[1]
+    assert options[0]["serializer"] == "queued_storage.serializers.JSONSerializer"
