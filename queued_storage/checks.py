@@ -88,6 +88,10 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return []
 
 
+#: Seconds the ledger check waits for the database before it gives up silently.
+LEDGER_CHECK_TIMEOUT = 5.0
+
+
 def running_command() -> str | None:
     """Return the name of the management command running these checks, if any."""
     from django.core.management.base import BaseCommand
@@ -121,9 +125,20 @@ def check_ledger(
     alias = router.db_for_write(StoredFile) or "default"
     if databases and alias not in databases:
         return []
+
+    def table_names() -> list[str]:
+        try:
+            with connections[alias].cursor() as cursor:
+                return list(connections[alias].introspection.table_names(cursor))
+        finally:
+            connections[alias].close()
+
+    from .health import within
+
     try:
-        with connections[alias].cursor() as cursor:
-            tables = connections[alias].introspection.table_names(cursor)
+        # In a thread of its own, so that a database that does not answer
+        # holds the check for seconds, not for the TCP timeout.
+        tables = within(LEDGER_CHECK_TIMEOUT, table_names)
     except Exception:  # noqa: BLE001 - an unreachable database is not ours to report.
         return []
     if StoredFile._meta.db_table not in tables:
@@ -378,5 +393,81 @@ def check_message_max_age(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             hint="Raise QUEUED_STORAGE_MESSAGE_MAX_AGE, or lower "
             "QUEUED_STORAGE_RETRY_BACKOFF_MAX or QUEUED_STORAGE_RETRY_DELAY.",
             id="queued_storage.W011",
+        )
+    ]
+
+
+#: The client library each cache backend imports when first used.
+CACHE_CLIENTS = {
+    "django.core.cache.backends.redis.RedisCache": "redis",
+    "django.core.cache.backends.memcached.PyMemcacheCache": "pymemcache",
+    "django.core.cache.backends.memcached.PyLibMCCache": "pylibmc",
+}
+#: The client library a broker transport needs beyond its own module.
+BROKER_CLIENTS = {"redis": "redis", "rediss": "redis", "sqs": "boto3"}
+
+
+def _importable(module: str) -> str | None:
+    """Return why *module* cannot be imported, or ``None`` when it can."""
+    from importlib import import_module
+
+    try:
+        import_module(module)
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+@register(Tags.caches)
+def check_cache_client(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Report a state cache whose client library is not installed."""
+    alias = settings.QUEUED_STORAGE_CACHE
+    backend = getattr(settings, "CACHES", {}).get(alias, {}).get("BACKEND", "")
+    client = CACHE_CLIENTS.get(backend)
+    problem = client and _importable(client)
+    if not problem:
+        return []
+    return [
+        Error(
+            f"The cache {alias!r} that holds file states ({backend}) needs the "
+            f"{client!r} package, which cannot be imported: {problem}.",
+            hint=f"pip install {client} (the 'redis' extra of "
+            "django-queued-storage brings the Redis client).",
+            id="queued_storage.E030",
+        )
+    ]
+
+
+@register()
+def check_broker_transport(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Report a broker whose Celery transport cannot be loaded."""
+    from urllib.parse import urlsplit
+
+    from celery import current_app
+    from kombu.transport import resolve_transport
+
+    url = current_app.conf.broker_url or ""
+    scheme = urlsplit(url).scheme.split("+")[0]
+    if not scheme:
+        return []
+    problem: str | None = None
+    try:
+        resolve_transport(scheme)  # Imports the transport's module.
+    except ImportError as exc:
+        problem = str(exc)
+    except (KeyError, ValueError) as exc:
+        problem = f"unknown transport: {exc}"
+    client = BROKER_CLIENTS.get(scheme)
+    problem = problem or (client and _importable(client)) or None
+    if not problem:
+        return []
+    return [
+        Error(
+            f"Celery cannot load the {scheme!r} transport of the broker "
+            f"(CELERY_BROKER_URL): {problem}. Workers cannot start and save() "
+            "cannot queue transfers.",
+            hint="For Redis: pip install 'django-queued-storage[redis]' (it "
+            "brings celery[redis]); for another broker, Celery's extra for it.",
+            id="queued_storage.E031",
         )
     ]

@@ -12,7 +12,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 
@@ -91,7 +91,7 @@ def probe_cache(timeout: float) -> Probe:
         return Probe(
             part, False, "a key written to it could not be read back", hint
         )  # fmt: skip
-    backend = settings.CACHES[alias].get("BACKEND", "").rpartition(".")[2]
+    backend = str(settings.CACHES[alias].get("BACKEND", "")).rpartition(".")[2]
     return Probe(part, True, f"wrote, read and deleted a key ({backend})")
 
 
@@ -103,7 +103,8 @@ def probe_broker(timeout: float) -> Probe:
     """Connect to the broker with the Celery app that sends the transfers."""
     from celery import current_app
 
-    app = current_app._get_current_object()
+    # Resolved here: the probe's thread would see Celery's default app.
+    app = cast(Any, current_app)._get_current_object()
     if _default_app_loaded(app):
         return Probe(
             "broker",
@@ -114,9 +115,10 @@ def probe_broker(timeout: float) -> Probe:
             "__init__.py ('from .celery import app as celery_app'), as the "
             "installation page shows.",
         )
+    from kombu.utils.url import maybe_sanitize_url
+
     url = app.conf.broker_url or ""
-    shown = url.split("@")[-1] if "@" in url else url
-    part = f"broker {shown or '(unset)'} (Celery app {app.main!r})"
+    part = f"broker {maybe_sanitize_url(url) or '(unset)'} (Celery app {app.main!r})"
 
     def connect() -> None:
         with app.connection_for_write(connect_timeout=timeout) as connection:
@@ -139,7 +141,8 @@ def probe_workers(timeout: float) -> Probe:
     """Ask the workers of the Celery app to answer a ping."""
     from celery import current_app
 
-    app = current_app._get_current_object()
+    # Resolved here: the probe's thread would see Celery's default app.
+    app = cast(Any, current_app)._get_current_object()
     if _default_app_loaded(app):
         return Probe("workers", False, "no Celery app of the project is loaded")
     try:

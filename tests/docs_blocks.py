@@ -11,7 +11,9 @@ before it, which renders as nothing::
 
 The markers: ``console`` (the ``$`` lines are run), ``append PATH`` and
 ``write PATH`` (the code is added to, or becomes, that file of the project),
-and ``pycon`` (the session is run with doctest).
+``pycon`` (the session is run with doctest), ``output`` (the lines a
+command prints, compared part by part) and ``logging`` (a ``LOGGING``
+setting, applied).
 """
 
 from __future__ import annotations

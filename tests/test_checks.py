@@ -45,17 +45,19 @@ def test_process_local_cache(backend):
 
 @pytest.mark.django_db(transaction=True)
 def test_missing_ledger_table():
-    with connection.schema_editor() as editor:
-        from queued_storage.models import StoredFile
+    from queued_storage.models import StoredFile
 
+    # The check looks with a connection of its own, so the change is committed.
+    with connection.schema_editor() as editor:
         editor.delete_model(StoredFile)
-        try:
-            assert ids(checks.check_ledger(databases=["default"])) == [
-                "queued_storage.W002"
-            ]
-            with override_settings(QUEUED_STORAGE_LEDGER=False):
-                assert checks.check_ledger(databases=["default"]) == []
-        finally:
+    try:
+        assert ids(checks.check_ledger(databases=["default"])) == [
+            "queued_storage.W002"
+        ]
+        with override_settings(QUEUED_STORAGE_LEDGER=False):
+            assert checks.check_ledger(databases=["default"]) == []
+    finally:
+        with connection.schema_editor() as editor:
             editor.create_model(StoredFile)
     assert checks.check_ledger(databases=["default"]) == []
 
@@ -181,3 +183,30 @@ def test_plain_check_of_a_good_configuration_is_silent():
     out = io.StringIO()
     call_command("check", stdout=out, stderr=out)
     assert "queued_storage" not in out.getvalue()
+
+
+def hide_module(monkeypatch, name):
+    """Make *name* fail to import, as when its package is not installed."""
+    import sys
+
+    for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        monkeypatch.delitem(sys.modules, loaded)
+    monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_missing_redis_client_for_the_state_cache_is_e030(monkeypatch):
+    assert checks.check_cache_client() == []
+    hide_module(monkeypatch, "redis")
+    messages = checks.check_cache_client()
+    assert ids(messages) == ["queued_storage.E030"]
+    assert "'redis' package" in messages[0].msg
+
+
+@pytest.mark.parametrize("missing", ["packaging", "redis"])
+def test_missing_broker_transport_needs_is_e031(monkeypatch, missing):
+    assert checks.check_broker_transport() == []
+    hide_module(monkeypatch, missing)
+    hide_module(monkeypatch, "kombu.transport.redis")
+    messages = checks.check_broker_transport()
+    assert ids(messages) == ["queued_storage.E031"]
+    assert "django-queued-storage[redis]" in messages[0].hint

@@ -174,6 +174,7 @@ def test_quickstart_followed_literally_serves_the_upload_from_s3(
     applied: list[Block] = []
     sessions: list[str] = []
     health = ""
+    shown: list[str] = []
     try:
         for block in blocks(page):
             if not block.how:
@@ -182,6 +183,9 @@ def test_quickstart_followed_literally_serves_the_upload_from_s3(
             text = localise(block.text, servers, DB_BASE, bucket)
             if block.how == "pycon":
                 sessions.append(text)
+            elif block.how == "output":
+                # The parts the page shows, each "ok", before their details.
+                shown = [line.split(":")[0] for line in text.splitlines()]
             elif block.how in ("append", "write"):
                 target = cwd / block.path
                 before = target.read_text() if block.how == "append" else ""
@@ -227,6 +231,7 @@ def test_quickstart_followed_literally_serves_the_upload_from_s3(
     finally:
         if worker is not None:
             worker.stop()
+    assert shown and all(part in health for part in shown), health
     assert followed["local_url"].startswith("/uploads/")
     assert (followed["local_status"], followed["local_body"]) == (200, "followed")
     assert followed["status"] == "transferred"
