@@ -214,7 +214,8 @@ class QueuedStorage(QueuedStorageBase):
         compatibility and ignored: the key derives from the name.
         """
         self.validate_name(name)
-        state = self.get_state(name)
+        # The ledger, when on, decides: not a cache entry that others may write.
+        state = self.state.get(name, durable=True) or self.get_state(name)
         if state is None or state.is_deleted:
             raise FileNotFoundError(f"{name!r} is not in {type(self).__name__}.")
         if state.is_remote:

@@ -197,8 +197,15 @@ def test_malformed_state_entry_is_a_miss_never_a_crash(alias, fs_queued, entry):
 
 @pytest.mark.parametrize(
     "payload",
-    [b"abcdef", b"\x80\x05garbage", b"[" * 100_000, b"\xff\xfe", b'["pending"'],
-    ids=["text", "cut-pickle", "deep-nesting", "not-utf8", "cut-json"],
+    [
+        b"abcdef",
+        b"\x80\x05garbage",
+        b"[" * 100_000,
+        b"\xff\xfe",
+        b'["pending"',
+        pickle.dumps(("transferred", "v", 1, 0, "", "")),
+    ],
+    ids=["text", "cut-pickle", "deep-nesting", "not-utf8", "cut-json", "old-pickle"],
 )
 @db
 def test_unparseable_state_entry_is_a_miss(alias, fs_queued, servers, payload):
@@ -444,3 +451,21 @@ def test_check_connects_to_nothing():
             ]
         with pytest.raises(BlockingIOError):
             server.accept()
+
+
+@db
+@pytest.mark.parametrize("kind", ["failed", "tombstone", "other-version"])
+def test_forged_state_entry_does_not_reach_the_ledger_through_transfer(
+    alias, fs_queued, kind
+):
+    """transfer(), behind retry, decides from the ledger, not the cache."""
+    from queued_storage.models import StoredFile
+
+    storage = fs_queued(delayed=True)
+    name = storage.save("retried.txt", ContentFile(b"bytes"))
+    version = storage.get_state(name).version
+    assert Transfer().process(storage, name, version)
+    caches[alias].set(storage.get_cache_key(name), forged(kind, version))
+    assert storage.transfer(name) is None  # Transferred: nothing to do.
+    row = StoredFile.objects.get(storage=storage.reference, name=name)
+    assert (row.status, row.version) == (Status.TRANSFERRED, version)
