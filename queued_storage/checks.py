@@ -404,7 +404,12 @@ CACHE_CLIENTS = {
     "django.core.cache.backends.memcached.PyLibMCCache": "pylibmc",
 }
 #: The client library a broker transport needs beyond its own module.
-BROKER_CLIENTS = {"redis": "redis", "rediss": "redis", "sqs": "boto3"}
+BROKER_CLIENTS = {
+    "redis": "redis",
+    "rediss": "redis",
+    "sentinel": "redis",
+    "sqs": "boto3",
+}
 
 
 def _importable(module: str) -> str | None:
