@@ -52,14 +52,14 @@ def mode(request):
 def hosts(tmp_path, unique):
     """Return two queued storages, hosts A and B, sharing all but the local disk."""
 
-    def host(label: str, **local_options: Any) -> QueuedStorage:
+    def host(label: str, delayed: bool = True, **local_options: Any) -> QueuedStorage:
         return QueuedStorage(
             local=HOOKED,
             remote="django.core.files.storage.FileSystemStorage",
             local_options={"location": str(tmp_path / label), **local_options},
             remote_options={"location": str(tmp_path / "remote")},
             reference=f"hosts-{unique}",
-            delayed=True,
+            delayed=delayed,
         )
 
     return host
@@ -115,9 +115,13 @@ def test_second_host_never_gets_a_live_name_known_to_the_cache_only(mode, hosts)
     assert second != first
 
 
-def test_second_host_never_gets_a_live_name_when_both_pass_the_name_check(mode, hosts):
+@pytest.mark.parametrize("outbox", [False, True], ids=["send", "outbox"])
+def test_second_host_never_gets_a_live_name_when_both_pass_the_name_check(
+    mode, hosts, ledger_path, outbox
+):
     """Both hosts find the name free; A saves whole before B writes the ledger."""
-    a, b = hosts("a"), hosts("b")
+    # With the outbox, saves leave their messages to the dispatcher: none is sent.
+    a, b = hosts("a", delayed=not outbox), hosts("b", delayed=not outbox)
     saved_by_a: list[str] = []
 
     def host_a_saves_meanwhile(name: str) -> None:
@@ -125,7 +129,8 @@ def test_second_host_never_gets_a_live_name_when_both_pass_the_name_check(mode, 
         saved_by_a.append(a.save(name, ContentFile(b"first user")))
 
     b.local.before_write = host_a_saves_meanwhile
-    second = b.save("photo.jpg", ContentFile(b"second user"))
+    with override_settings(QUEUED_STORAGE_OUTBOX=outbox):
+        second = b.save("photo.jpg", ContentFile(b"second user"))
 
     assert saved_by_a == ["photo.jpg"]
     assert second != "photo.jpg"
@@ -135,6 +140,9 @@ def test_second_host_never_gets_a_live_name_when_both_pass_the_name_check(mode, 
     # B's bytes moved to its new name: nothing stays under the taken one.
     assert not b.local.exists("photo.jpg")
     assert read(b.local, second) == b"second user"
+    if outbox:  # The dispatcher sends one message per file, each its own.
+        pending = StoredFile.objects.filter(storage=a.reference, outbox=True)
+        assert set(pending.values_list("name", flat=True)) == {"photo.jpg", second}
     # Both transfers go ahead, each with its own bytes.
     for host, name in ((a, "photo.jpg"), (b, second)):
         assert Transfer().process(host, name, host.get_state(name).version)
