@@ -5,13 +5,14 @@ Ids are never reused; see the settings reference for each.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
-from django.db import DatabaseError, connections, router
+from django.db import connections, router
 
 PROCESS_LOCAL_CACHES = (
     "django.core.cache.backends.locmem.LocMemCache",
@@ -19,8 +20,14 @@ PROCESS_LOCAL_CACHES = (
 )
 
 
-def queued_storages() -> Iterable[Any]:
-    """Yield the queued storages of model fields and of ``STORAGES``."""
+def queued_storages(errors: list[Any] | None = None) -> Iterable[Any]:
+    """Yield the queued storages of model fields and of ``STORAGES``.
+
+    A ``STORAGES`` entry that cannot be built (an option the class does not
+    know, say) is skipped; with *errors*, it is reported there as
+    ``queued_storage.E002``.
+    """
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.files.storage import storages
 
     from .base import QueuedStorageBase
@@ -34,7 +41,19 @@ def queued_storages() -> Iterable[Any]:
                 seen.add(id(storage))
                 yield storage
     for alias in queued_aliases():
-        storage = storages[alias]
+        try:
+            storage = storages[alias]
+        except (ImproperlyConfigured, TypeError, ValueError) as exc:
+            if errors is not None:
+                errors.append(
+                    Error(
+                        f"STORAGES[{alias!r}] cannot be built: {exc}",
+                        hint="Fix or remove the option; the configuration page "
+                        "lists the options a queued storage takes.",
+                        id="queued_storage.E002",
+                    )
+                )
+            continue
         if id(storage) not in seen:
             seen.add(id(storage))
             yield storage
@@ -69,26 +88,64 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return []
 
 
-@register(Tags.database)
+#: Seconds the ledger check waits for the database before it gives up silently.
+LEDGER_CHECK_TIMEOUT = 5.0
+
+
+def running_command() -> str | None:
+    """Return the name of the management command running these checks, if any."""
+    from django.core.management.base import BaseCommand
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        command = frame.f_locals.get("self")
+        if isinstance(command, BaseCommand):
+            return type(command).__module__.rpartition(".")[2]
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+@register()
 def check_ledger(
     app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[Any]:
+    """Report a missing ledger table (``queued_storage.W002``).
+
+    Checks that name no database do not touch one, as Django's own do: this
+    one looks when databases are named (``check --database``) and under plain
+    ``manage.py check``, never while ``migrate`` runs (which creates it).
+    """
     from .models import StoredFile
 
-    if not settings.QUEUED_STORAGE_LEDGER or not databases:
+    if not settings.QUEUED_STORAGE_LEDGER:
+        return []
+    command = running_command()
+    if command == "migrate" or (not databases and command != "check"):
         return []
     alias = router.db_for_write(StoredFile) or "default"
-    if alias not in databases:
+    if databases and alias not in databases:
         return []
+
+    def table_names() -> list[str]:
+        try:
+            with connections[alias].cursor() as cursor:
+                return list(connections[alias].introspection.table_names(cursor))
+        finally:
+            connections[alias].close()
+
+    from .health import within
+
     try:
-        with connections[alias].cursor() as cursor:
-            tables = connections[alias].introspection.table_names(cursor)
-    except DatabaseError:
+        # In a thread of its own, so that a database that does not answer
+        # holds the check for seconds, not for the TCP timeout.
+        tables = within(LEDGER_CHECK_TIMEOUT, table_names)
+    except Exception:  # noqa: BLE001 - an unreachable database is not ours to report.
         return []
     if StoredFile._meta.db_table not in tables:
         return [
             Warning(
-                "The ledger table of queued_storage is missing.",
+                "The ledger table of queued_storage is missing: saving a file "
+                "would fail after writing its local copy.",
                 hint="Run 'manage.py migrate queued_storage', or set "
                 "QUEUED_STORAGE_LEDGER = False for cache-only state.",
                 id="queued_storage.W002",
@@ -105,7 +162,7 @@ def check_storages(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
     errors: list[Any] = []
     seen: dict[str, Any] = {}
-    for storage in queued_storages():
+    for storage in queued_storages(errors):
         other = seen.setdefault(storage.reference, storage)
         if other is not storage and other.deconstruct() != storage.deconstruct():
             errors.append(
@@ -224,8 +281,9 @@ def check_local_reachable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     f"{type(storage).__name__} {storage.reference!r} keeps files "
                     "on this host's disk until they are transferred, and workers "
                     "on other hosts (the broker is not local) cannot read them.",
-                    hint="Put the local storage on a volume every worker mounts "
-                    "and set QUEUED_STORAGE_SHARED_LOCAL = True, or set "
+                    hint="If every worker runs on this host, or the local "
+                    "storage is on a volume every worker mounts, set "
+                    "QUEUED_STORAGE_SHARED_LOCAL = True; otherwise set "
                     "QUEUED_STORAGE_PER_HOST_QUEUE = True and run a worker per "
                     "host on its queue.",
                     id="queued_storage.W004",
@@ -335,5 +393,86 @@ def check_message_max_age(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             hint="Raise QUEUED_STORAGE_MESSAGE_MAX_AGE, or lower "
             "QUEUED_STORAGE_RETRY_BACKOFF_MAX or QUEUED_STORAGE_RETRY_DELAY.",
             id="queued_storage.W011",
+        )
+    ]
+
+
+#: The client library each cache backend imports when first used.
+CACHE_CLIENTS = {
+    "django.core.cache.backends.redis.RedisCache": "redis",
+    "django.core.cache.backends.memcached.PyMemcacheCache": "pymemcache",
+    "django.core.cache.backends.memcached.PyLibMCCache": "pylibmc",
+}
+#: The client library a broker transport needs beyond its own module.
+BROKER_CLIENTS = {
+    "redis": "redis",
+    "rediss": "redis",
+    "sentinel": "redis",
+    "sqs": "boto3",
+}
+
+
+def _importable(module: str) -> str | None:
+    """Return why *module* cannot be imported, or ``None`` when it can."""
+    from importlib import import_module
+
+    try:
+        import_module(module)
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+@register(Tags.caches)
+def check_cache_client(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Report a state cache whose client library is not installed."""
+    alias = settings.QUEUED_STORAGE_CACHE
+    backend = getattr(settings, "CACHES", {}).get(alias, {}).get("BACKEND", "")
+    client = CACHE_CLIENTS.get(backend)
+    problem = client and _importable(client)
+    if not problem:
+        return []
+    return [
+        Error(
+            f"The cache {alias!r} that holds file states ({backend}) needs the "
+            f"{client!r} package, which cannot be imported: {problem}.",
+            hint=f"pip install {client} (the 'redis' extra of "
+            "django-queued-storage brings the Redis client).",
+            id="queued_storage.E030",
+        )
+    ]
+
+
+@register()
+def check_broker_transport(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Report a broker whose Celery transport cannot be loaded."""
+    from urllib.parse import urlsplit
+
+    from celery import current_app
+    from kombu.transport import resolve_transport
+
+    url = current_app.conf.broker_url or ""
+    scheme = urlsplit(url).scheme.split("+")[0]
+    if not scheme:
+        return []
+    problem: str | None = None
+    try:
+        resolve_transport(scheme)  # Imports the transport's module.
+    except ImportError as exc:
+        problem = str(exc)
+    except (KeyError, ValueError) as exc:
+        problem = f"unknown transport: {exc}"
+    client = BROKER_CLIENTS.get(scheme)
+    problem = problem or (client and _importable(client)) or None
+    if not problem:
+        return []
+    return [
+        Error(
+            f"Celery cannot load the {scheme!r} transport of the broker "
+            f"(CELERY_BROKER_URL): {problem}. Workers cannot start and save() "
+            "cannot queue transfers.",
+            hint="For Redis: pip install 'django-queued-storage[redis]' (it "
+            "brings celery[redis]); for another broker, Celery's extra for it.",
+            id="queued_storage.E031",
         )
     ]

@@ -39,6 +39,11 @@ class FileState:
     #: The content type the upload declared, handed to the remote.
     content_type: str = ""
 
+    def __post_init__(self) -> None:
+        # A Status member and its value are equal, but only the plain value
+        # prints as the docs show it ('pending') and survives any serializer.
+        object.__setattr__(self, "status", str(self.status))
+
     @property
     def is_remote(self) -> bool:
         """Return whether the file is served from the remote storage."""

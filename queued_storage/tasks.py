@@ -38,6 +38,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("queued_storage")
 
+#: Appended to the log of a message whose signature does not check out.
+SHARED_QUEUE_HINT = (
+    " If another project (another SECRET_KEY) uses the same broker database,"
+    " give each project its own QUEUED_STORAGE_QUEUE and run its workers with"
+    " -Q on it, or its own broker database."
+)
+
 
 def _register(cls: type[Task]) -> None:
     def add(app: Any) -> Any:
@@ -106,7 +113,10 @@ class Transfer(Task):
             queued = registry.resolve(storage)
             queued.validate_name(name)
         except (InvalidMessage, SuspiciousFileOperation) as exc:
-            logger.error("Rejected a transfer message %r: %s", fields, exc)
+            logger.error(
+                "Rejected a transfer message %r: %s%s", fields, exc,
+                SHARED_QUEUE_HINT if isinstance(exc, InvalidMessage) else "",
+            )  # fmt: skip
             raise Reject(str(exc), requeue=False) from None
         return self.process(queued, name, version)
 

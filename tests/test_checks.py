@@ -45,17 +45,19 @@ def test_process_local_cache(backend):
 
 @pytest.mark.django_db(transaction=True)
 def test_missing_ledger_table():
-    with connection.schema_editor() as editor:
-        from queued_storage.models import StoredFile
+    from queued_storage.models import StoredFile
 
+    # The check looks with a connection of its own, so the change is committed.
+    with connection.schema_editor() as editor:
         editor.delete_model(StoredFile)
-        try:
-            assert ids(checks.check_ledger(databases=["default"])) == [
-                "queued_storage.W002"
-            ]
-            with override_settings(QUEUED_STORAGE_LEDGER=False):
-                assert checks.check_ledger(databases=["default"]) == []
-        finally:
+    try:
+        assert ids(checks.check_ledger(databases=["default"])) == [
+            "queued_storage.W002"
+        ]
+        with override_settings(QUEUED_STORAGE_LEDGER=False):
+            assert checks.check_ledger(databases=["default"]) == []
+    finally:
+        with connection.schema_editor() as editor:
             editor.create_model(StoredFile)
     assert checks.check_ledger(databases=["default"]) == []
 
@@ -106,8 +108,11 @@ def test_local_disk_with_remote_workers(celery_app):
     old = celery_app.conf.broker_url
     celery_app.conf.broker_url = "redis://broker.internal:6379/0"
     try:
-        found = ids(checks.check_local_reachable())
+        warnings = checks.check_local_reachable()
+        found = ids(warnings)
         assert found and set(found) == {"queued_storage.W004"}
+        # A worker on this host with a broker elsewhere: one setting says so.
+        assert "If every worker runs on this host" in warnings[0].hint
         with override_settings(QUEUED_STORAGE_PER_HOST_QUEUE=True):
             assert checks.check_local_reachable() == []
         with override_settings(QUEUED_STORAGE_SHARED_LOCAL=True):
@@ -128,3 +133,80 @@ def test_shared_reference_with_different_configurations():
         messages = checks.check_storages()
     assert ids(messages) == ["queued_storage.E007"]
     assert "'s3'" in messages[0].msg
+
+
+def test_unknown_option_in_a_storages_entry_is_e002_not_a_traceback():
+    from django.core.files.storage import storages
+
+    entry = {
+        "BACKEND": "queued_storage.backends.QueuedStorage",
+        "OPTIONS": {"local": "remote_s3", "remote": "remote_s3", "bucket": "x"},
+    }
+    with override_settings(STORAGES={**storages.backends, "typo": entry}):
+        messages = [
+            m for m in run_checks() if m.id and m.id.startswith("queued_storage")
+        ]
+    assert ids(messages) == ["queued_storage.E002"]
+    assert "STORAGES['typo']" in messages[0].msg and "bucket" in messages[0].msg
+
+
+@pytest.mark.django_db(transaction=True)
+def test_missing_ledger_table_under_plain_check_but_not_during_migrate():
+    import io
+
+    from django.core.management import call_command
+
+    from queued_storage.models import StoredFile
+
+    with connection.schema_editor() as editor:
+        editor.delete_model(StoredFile)
+    try:
+        during_migrate = io.StringIO()
+        call_command(
+            "migrate", "queued_storage", stdout=io.StringIO(), stderr=during_migrate
+        )
+        plain = io.StringIO()
+        call_command("check", stdout=io.StringIO(), stderr=plain)
+    finally:
+        with connection.schema_editor() as editor:
+            editor.create_model(StoredFile)
+    assert "queued_storage.W002" not in during_migrate.getvalue()
+    assert "queued_storage.W002" in plain.getvalue()
+    assert "migrate queued_storage" in plain.getvalue()
+
+
+def test_plain_check_of_a_good_configuration_is_silent():
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("check", stdout=out, stderr=out)
+    assert "queued_storage" not in out.getvalue()
+
+
+def hide_module(monkeypatch, name):
+    """Make *name* fail to import, as when its package is not installed."""
+    import sys
+
+    for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        monkeypatch.delitem(sys.modules, loaded)
+    monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_missing_redis_client_for_the_state_cache_is_e030(monkeypatch):
+    assert checks.check_cache_client() == []
+    hide_module(monkeypatch, "redis")
+    messages = checks.check_cache_client()
+    assert ids(messages) == ["queued_storage.E030"]
+    assert "'redis' package" in messages[0].msg
+
+
+@pytest.mark.parametrize("missing", ["packaging", "redis"])
+def test_missing_broker_transport_needs_is_e031(monkeypatch, missing):
+    assert checks.check_broker_transport() == []
+    hide_module(monkeypatch, missing)
+    hide_module(monkeypatch, "kombu.transport.redis")
+    messages = checks.check_broker_transport()
+    assert ids(messages) == ["queued_storage.E031"]
+    assert "django-queued-storage[redis]" in messages[0].hint

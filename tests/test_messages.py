@@ -76,6 +76,9 @@ def test_forged_messages_import_nothing(
     ]
     # The two messages of another shape never reach the task's code at all.
     assert len(rejected) == 2
+    # A signature made with another SECRET_KEY: say how projects sharing a
+    # broker database keep their messages apart.
+    assert "QUEUED_STORAGE_QUEUE" in rejected[0].getMessage()
 
 
 @pytest.fixture

@@ -256,3 +256,22 @@ def test_retry_of_selected_rows_leaves_other_storages_alone(unique):
     assert (
         StoredFile.objects.get(storage=a.reference, name=name).status == Status.PENDING
     )
+
+
+def test_django_options_are_accepted_after_the_action():
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "queued_storage", "storages",
+         "--settings", "tests.settings", "-v", "0", "--json"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "no.such.module"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["s3"] == "QueuedS3Storage"
+
+
+def test_a_probed_state_prints_as_the_plain_status(fs_queued):
+    storage = fs_queued(reference="probed-status")
+    name = storage.local.save("probed.txt", ContentFile(b"x"))
+    state = storage.get_state(name)
+    assert repr(state.status) == "'pending'"
+    assert type(state.status) is str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import sys
@@ -10,8 +11,25 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import dispatch, operations, registry
+from ... import dispatch, health, operations, registry
 from ...exceptions import UnknownStorage
+
+
+def accept_django_options(parser: CommandParser) -> None:
+    """Let Django's own options come after the action too.
+
+    ``manage.py queued_storage status --settings mysite.prod`` then works as
+    ``manage.py queued_storage --settings mysite.prod status`` does.
+    """
+    keep = argparse.SUPPRESS
+    parser.add_argument("--settings", default=keep, help=argparse.SUPPRESS)
+    parser.add_argument("--pythonpath", default=keep, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=keep,
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
+    for flag in ("--traceback", "--no-color", "--force-color", "--skip-checks"):
+        parser.add_argument(flag, action="store_true", default=keep, help=keep)
 
 
 class Command(BaseCommand):
@@ -22,12 +40,21 @@ class Command(BaseCommand):
 
         def add(name: str, help: str) -> Any:
             sub = commands.add_parser(name, help=help)
+            accept_django_options(sub)
             sub.add_argument("--storage", help="Only this storage (its reference).")
             sub.add_argument("--json", action="store_true", help="Print JSON.")
             return sub
 
         add("status", "Count files per state; age of the oldest pending one.")
         add("storages", "List the queued storages this project configures.")
+        health = add(
+            "health",
+            "Connect to the cache, broker, ledger and storages; one line each.",
+        )
+        health.add_argument(
+            "--timeout", type=float, default=5.0, metavar="SECONDS",
+            help="Give up on each part after this long (default: 5).",
+        )  # fmt: skip
         retry = add("retry", "Queue failed transfers again.")
         retry.add_argument("names", nargs="*", help="Only these file names.")
         reconcile = add("reconcile", "Queue again transfers pending for too long.")
@@ -112,6 +139,30 @@ class Command(BaseCommand):
         )
         self.say(options, f"Queued {total} transfers from the outbox.")
         return {"queued": total}
+
+    def do_health(self, options: dict[str, Any]) -> dict[str, Any]:
+        if options["timeout"] <= 0:
+            raise CommandError("--timeout must be positive.")
+        probes = health.run(options["timeout"], options["storage"])
+        for line in health.lines(probes):
+            self.say(options, line)
+        failed = [probe for probe in probes if not probe.ok and not probe.warning]
+        result = {
+            "ok": not failed,
+            "parts": [
+                {"part": p.part, "ok": p.ok, "warning": p.warning, "detail": p.detail,
+                 "hint": p.hint}
+                for p in probes
+            ],
+        }  # fmt: skip
+        if failed:
+            if options["json"]:
+                self.stdout.write(json.dumps(result, indent=2, sort_keys=True))
+            raise CommandError(
+                f"{len(failed)} of {len(probes)} parts failed: "
+                + ", ".join(probe.part for probe in failed)
+            )
+        return result
 
     def do_storages(self, options: dict[str, Any]) -> dict[str, Any]:
         result = {}
