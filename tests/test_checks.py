@@ -128,3 +128,58 @@ def test_shared_reference_with_different_configurations():
         messages = checks.check_storages()
     assert ids(messages) == ["queued_storage.E007"]
     assert "'s3'" in messages[0].msg
+
+
+@pytest.fixture
+def celery_conf(celery_app):
+    """Change the Celery app's settings for one test."""
+    saved = {}
+
+    def change(**values):
+        for key, value in values.items():
+            saved.setdefault(key, celery_app.conf.get(key))
+            celery_app.conf[key] = value
+
+    yield change
+    for key, value in saved.items():
+        celery_app.conf[key] = value
+
+
+def broker_ids():
+    from queued_storage import broker_checks
+
+    return ids(broker_checks.check_broker_windows())
+
+
+def test_redis_window_shorter_than_a_retry_countdown_is_flagged(celery_conf):
+    celery_conf(broker_transport_options={"visibility_timeout": 120})
+    assert broker_ids() == ["queued_storage.W020"]
+    with override_settings(QUEUED_STORAGE_RETRY_COUNTDOWN_MAX=60):
+        assert broker_ids() == []
+
+
+def test_message_max_age_shorter_than_the_redis_window_is_flagged(celery_conf):
+    celery_conf(broker_transport_options={})  # kombu's default: one hour
+    with override_settings(QUEUED_STORAGE_MESSAGE_MAX_AGE=600):
+        assert broker_ids() == ["queued_storage.W021"]
+
+
+def test_rabbitmq_without_confirms_or_channel_retry_is_flagged(celery_conf):
+    celery_conf(
+        broker_url="amqp://guest:guest@rabbit.internal//",
+        broker_transport_options={},
+        broker_channel_error_retry=False,
+    )
+    assert broker_ids() == ["queued_storage.W022", "queued_storage.W023"]
+    celery_conf(
+        broker_transport_options={"confirm_publish": True},
+        broker_channel_error_retry=True,
+    )
+    assert broker_ids() == []
+    with override_settings(QUEUED_STORAGE_RETRY_COUNTDOWN_MAX=1800):
+        assert broker_ids() == ["queued_storage.W020"]
+
+
+def test_prefetching_more_than_one_message_per_process_is_flagged(celery_conf):
+    celery_conf(worker_prefetch_multiplier=4)
+    assert broker_ids() == ["queued_storage.W024"]
