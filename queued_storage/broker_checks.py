@@ -42,13 +42,14 @@ def check_broker_windows(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     conf = current_app.conf
     kind = broker_kind(str(conf.broker_url or ""))
     options = conf.broker_transport_options or {}
-    countdown = settings.QUEUED_STORAGE_RETRY_COUNTDOWN_MAX
+    countdown = _seconds(settings.QUEUED_STORAGE_RETRY_COUNTDOWN_MAX)
+    max_age = _seconds(settings.QUEUED_STORAGE_MESSAGE_MAX_AGE)
     found: list[Any] = []
     if kind == "redis":
         window = options.get("visibility_timeout", REDIS_DEFAULT_VISIBILITY)
-        if countdown >= window:
+        if countdown is not None and countdown >= window:
             found.append(_countdown_warning("visibility_timeout", window, countdown))
-        if settings.QUEUED_STORAGE_MESSAGE_MAX_AGE < window:
+        if max_age is not None and max_age < window:
             found.append(
                 Warning(
                     f"QUEUED_STORAGE_MESSAGE_MAX_AGE "
@@ -63,7 +64,7 @@ def check_broker_windows(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
     elif kind == "amqp":
         window = RABBITMQ_DEFAULT_CONSUMER_TIMEOUT
-        if countdown >= window:
+        if countdown is not None and countdown >= window:
             found.append(_countdown_warning("consumer_timeout", window, countdown))
         if not options.get("confirm_publish"):
             found.append(
@@ -98,6 +99,14 @@ def check_broker_windows(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return found
+
+
+def _seconds(value: Any) -> float | None:
+    """Return *value* if it is a number of seconds; ``check_settings`` reports
+    any other value."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def _countdown_warning(window_name: str, window: float, countdown: float) -> Any:

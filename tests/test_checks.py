@@ -84,6 +84,10 @@ def test_storage_with_bad_backend_and_task():
         ("QUEUED_STORAGE_RETRIES", -1, "queued_storage.E004"),
         ("QUEUED_STORAGE_RETRY_DELAY", 0, "queued_storage.E005"),
         ("QUEUED_STORAGE_MESSAGE_MAX_AGE", "1d", "queued_storage.E005"),
+        ("QUEUED_STORAGE_LEASE", 0, "queued_storage.E005"),
+        ("QUEUED_STORAGE_RECONCILE_AGE", -5, "queued_storage.E005"),
+        ("QUEUED_STORAGE_RETRY_COUNTDOWN_MAX", -1, "queued_storage.E020"),
+        ("QUEUED_STORAGE_RETRY_COUNTDOWN_MAX", "5m", "queued_storage.E020"),
         ("QUEUED_STORAGE_NAME_CHECK", "guess", "queued_storage.E006"),
     ],
 )
@@ -183,3 +187,11 @@ def test_rabbitmq_without_confirms_or_channel_retry_is_flagged(celery_conf):
 def test_prefetching_more_than_one_message_per_process_is_flagged(celery_conf):
     celery_conf(worker_prefetch_multiplier=4)
     assert broker_ids() == ["queued_storage.W024"]
+
+
+def test_broker_checks_leave_a_setting_that_is_no_number_to_e005(celery_conf):
+    celery_conf(broker_transport_options={"visibility_timeout": 60})
+    with override_settings(
+        QUEUED_STORAGE_MESSAGE_MAX_AGE="1d", QUEUED_STORAGE_RETRY_COUNTDOWN_MAX="5m"
+    ):
+        assert broker_ids() == []
