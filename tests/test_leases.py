@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
+from django.db import connections
 from django.test import override_settings
 from django.utils import timezone
 
@@ -165,3 +168,49 @@ def test_the_transfer_core_imports_without_celery():
         env=env, timeout=60,
     )  # fmt: skip
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_of_many_simultaneous_deliveries_one_takes_the_lease(storage):
+    name = storage.save("crowd.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    barrier = threading.Barrier(6)
+    claims = []
+
+    def deliver(owner):
+        try:
+            barrier.wait()
+            claims.append(leases.claim(storage.state, name, version, owner, 30).claim)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver, args=(f"o{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(claim.value for claim in claims) == ["busy"] * 5 + ["taken"]
+    assert row(storage, name).attempts == 1
+
+
+def test_a_renewed_lease_outlives_its_length(storage):
+    name = storage.save("renewed.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    leases.claim(storage.state, name, version, "owner-a", 0.6)
+    with leases.Renewal(storage.state, name, version, "owner-a", 0.6) as renewal:
+        time.sleep(1.5)  # Two and a half lease lengths.
+        busy = leases.claim(storage.state, name, version, "owner-b", 0.6)
+    assert busy.claim is Claim.BUSY
+    assert not renewal.lost
+    assert row(storage, name).attempts == 1
+
+
+def test_without_the_ledger_a_cache_entry_holds_the_lease(storage):
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        name = storage.save("cached.txt", ContentFile(b"x"))
+        version = storage.get_state(name).version
+        first = leases.claim(storage.state, name, version, "owner-a", 30)
+        second = leases.claim(storage.state, name, version, "owner-b", 30)
+        assert (first.claim, second.claim) == (Claim.TAKEN, Claim.BUSY)
+        leases.release(storage.state, name, version, "owner-a")
+        third = leases.claim(storage.state, name, version, "owner-b", 30)
+        assert (third.claim, third.state.attempts) == (Claim.TAKEN, 2)
