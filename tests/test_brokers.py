@@ -232,3 +232,26 @@ def test_replays_during_an_outage_leave_attempts_and_the_retry_budget_alone(
     wait_for(lambda: row(name).status == Status.TRANSFERRED, timeout=60)
     assert (row(name).attempts, uploads(name)) == (2, {"start": 2, "done": 1})
     assert_alive([worker])
+
+
+@on({"rabbitmq": BROKERS["rabbitmq"]})
+@pytest.mark.timeout(180)
+def test_a_save_while_rabbitmq_is_down_is_recovered_by_reconcile(
+    broker, workers, rabbitmq, unique
+):
+    """RabbitMQ is stopped: save() gives up on the message and the file stays
+    pending and served locally. Once the node is back, reconcile sends it and
+    a worker moves it, once."""
+    rabbitmq.stop()
+    try:
+        name = save(unique, "no-broker")
+        assert row(name).status == Status.PENDING
+        with lease_storage.open(name) as handle:
+            assert len(handle.read()) == 2**20
+    finally:
+        rabbitmq.start()
+    worker = workers()
+    assert operations.reconcile(timedelta(0), storage=lease_storage.reference) == [name]
+    wait_for(lambda: row(name).status == Status.TRANSFERRED, timeout=60)
+    assert (row(name).attempts, uploads(name)) == (1, {"start": 1, "done": 1})
+    assert_alive([worker])
