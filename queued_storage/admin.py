@@ -15,14 +15,35 @@ from django.utils.translation import gettext_lazy as _
 from . import operations, registry
 from .exceptions import UnknownStorage
 from .models import StoredFile
+from .status import Status
+
+
+class LeaseFilter(admin.SimpleListFilter):
+    """Pick out the transfers whose worker's lease is live or has expired."""
+
+    title = _("lease")
+    parameter_name = "lease"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> Any:
+        return (("live", _("live")), ("expired", _("expired: worker lost")))
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        now = timezone.now()
+        rows = queryset.filter(status=Status.TRANSFERRING)
+        if self.value() == "live":
+            return rows.filter(lease_expires__gt=now)
+        if self.value() == "expired":
+            return rows.filter(lease_expires__lte=now)
+        return queryset
 
 
 @admin.register(StoredFile)
 class StoredFileAdmin(admin.ModelAdmin):
     list_display = (
-        "name", "storage", "status", "age", "host", "attempts", "short_error",
+        "name", "storage", "status", "lease", "age", "host", "attempts",
+        "short_error",
     )  # fmt: skip
-    list_filter = ("status", "storage", "outbox")
+    list_filter = ("status", LeaseFilter, "storage", "outbox")
     search_fields = ("name",)
     ordering = ("-updated",)
     actions = ("retry_transfers", "verify_copies")
@@ -41,6 +62,17 @@ class StoredFileAdmin(admin.ModelAdmin):
     @admin.display(description=_("age"), ordering="created")
     def age(self, obj: StoredFile) -> str:
         return timesince(obj.created, timezone.now())
+
+    @admin.display(description=_("lease"), ordering="lease_expires")
+    def lease(self, obj: StoredFile) -> str:
+        if obj.status != Status.TRANSFERRING or obj.lease_expires is None:
+            return ""
+        now = timezone.now()
+        if obj.lease_expires <= now:
+            return str(_("expired %s ago: worker lost")) % timesince(
+                obj.lease_expires, now
+            )
+        return str(_("live for %s")) % timesince(now, obj.lease_expires)
 
     @admin.display(description=_("last error"))
     def short_error(self, obj: StoredFile) -> str:

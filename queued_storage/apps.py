@@ -10,4 +10,4 @@ class QueuedStorageConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, conf  # noqa: F401  (registers checks and defaults)
+        from . import broker_checks, checks, conf  # noqa: F401  (registers checks)

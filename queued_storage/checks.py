@@ -199,7 +199,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="queued_storage.E004",
             )
         )
-    for name in ("RETRY_DELAY", "RETRY_BACKOFF_MAX", "MESSAGE_MAX_AGE"):
+    for name in (
+        "RETRY_DELAY", "RETRY_BACKOFF_MAX", "MESSAGE_MAX_AGE", "LEASE",
+        "RECONCILE_AGE",
+    ):  # fmt: skip
         value = getattr(settings, f"QUEUED_STORAGE_{name}")
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             errors.append(
@@ -209,6 +212,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="queued_storage.E005",
                 )
             )
+    countdown = settings.QUEUED_STORAGE_RETRY_COUNTDOWN_MAX
+    if (
+        not isinstance(countdown, (int, float))
+        or isinstance(countdown, bool)
+        or countdown < 0
+    ):
+        errors.append(
+            Error(
+                "QUEUED_STORAGE_RETRY_COUNTDOWN_MAX must be a number of seconds, "
+                f"0 or more, not {countdown!r}.",
+                id="queued_storage.E020",
+            )
+        )
     if settings.QUEUED_STORAGE_NAME_CHECK not in ("remote", "state"):
         errors.append(
             Error(

@@ -47,6 +47,15 @@ class QueuedStorageConf(AppConf):
     #: (``manage.py queued_storage dispatch``) instead of sending it from
     #: ``save()``: the ledger row is the message. Needs the ledger.
     OUTBOX = False
+    #: Seconds a worker's lease of a file lasts unless renewed; the worker
+    #: renews it every third of that while the upload runs.
+    LEASE = 60
+    #: Longest retry delay, in seconds, sent to the broker as a countdown;
+    #: longer delays wait in the ledger and are sent when due.
+    RETRY_COUNTDOWN_MAX = 300
+    #: Seconds a pending file may wait for its message before ``reconcile``
+    #: counts the message as lost and sends it again.
+    RECONCILE_AGE = 300
 
     class Meta:
         prefix = "queued_storage"

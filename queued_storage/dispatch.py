@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 
 from django.db import close_old_connections, router
+from django.db.models import Q
+from django.utils import timezone
 
 from .operations import resolve_reference
 from .signals import file_queued
@@ -37,7 +39,9 @@ def dispatch(batch: int = 100, storage: str | None = None) -> list[str]:
     from .models import StoredFile
 
     db = router.db_for_write(StoredFile) or "default"
-    rows = StoredFile.objects.using(db).filter(status=Status.PENDING, outbox=True)
+    # A retry waits in the outbox until it is due.
+    due = Q(next_attempt__isnull=True) | Q(next_attempt__lte=timezone.now())
+    rows = StoredFile.objects.using(db).filter(due, status=Status.PENDING, outbox=True)
     if storage:
         rows = rows.filter(storage=storage)
     fields = ("pk", "storage", "name", "version", "host")

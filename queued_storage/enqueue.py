@@ -64,9 +64,16 @@ def transfer_queue(host: str | None = None) -> str | None:
     return name
 
 
-def send(storage: QueuedStorage, name: str, version: str, host: str | None) -> Any:
+def send(
+    storage: QueuedStorage,
+    name: str,
+    version: str,
+    host: str | None,
+    countdown: float | None = None,
+) -> Any:
     """Publish the signed transfer message of *name* at *version*.
 
+    With *countdown*, the message is to run that many seconds from now.
     Return the Celery result, or ``None`` when the broker could not be
     reached (logged: the file stays pending until reconciled).
     """
@@ -78,6 +85,8 @@ def send(storage: QueuedStorage, name: str, version: str, host: str | None) -> A
     destination = transfer_queue(host)
     if destination:
         options["queue"] = destination
+    if countdown:
+        options["countdown"] = countdown
     kwargs = message.sign(task.name, storage.reference, name, version)
     options["kwargsrepr"] = message.shown(kwargs)
     try:

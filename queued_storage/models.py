@@ -37,6 +37,16 @@ class StoredFile(models.Model):
     #: The transfer message of this version is still to be sent, by the
     #: dispatcher (``QUEUED_STORAGE_OUTBOX``).
     outbox = models.BooleanField(_("in the outbox"), default=False)
+    #: The worker delivery that holds the transfer of this version, and until
+    #: when; renewed while the upload runs. A lease that has expired lost its
+    #: worker, and the next delivery (or ``reconcile``) takes over.
+    lease_owner = models.CharField(
+        _("lease owner"), max_length=255, blank=True, default=""
+    )
+    lease_expires = models.DateTimeField(_("lease expires"), null=True, blank=True)
+    #: When the next attempt is due, after a failed one; no delivery starts
+    #: an upload of this version before then.
+    next_attempt = models.DateTimeField(_("next attempt"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("stored file")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from . import registry
@@ -55,7 +55,13 @@ def status_counts(storage: str | None = None) -> dict[str, Any]:
     )["oldest"]
     age = (timezone.now() - oldest).total_seconds() if oldest else None
     outbox = rows.filter(status=Status.PENDING, outbox=True).count()
-    return {"counts": counts, "oldest_pending_seconds": age, "outbox": outbox}
+    expired = rows.filter(
+        status=Status.TRANSFERRING, lease_expires__lte=timezone.now()
+    ).count()
+    return {
+        "counts": counts, "oldest_pending_seconds": age, "outbox": outbox,
+        "expired_leases": expired,
+    }  # fmt: skip
 
 
 def retry_failed(
@@ -94,34 +100,68 @@ def resolve_reference(reference: str, name: str) -> QueuedStorage | None:
 
 
 def default_age() -> timedelta:
-    """Return how long a transfer may stay pending before it counts as lost.
+    """Return how long a file may wait for its message before it counts as lost.
 
-    It exceeds the longest wait between two retries, so that a transfer
-    waiting for its next try is not queued twice.
+    A message normally starts within seconds; the age leaves room for a
+    queue that is behind. Retries are not waited for: the ledger records
+    when each is due.
     """
-    return timedelta(seconds=settings.QUEUED_STORAGE_RETRY_BACKOFF_MAX + 600)
+    return timedelta(seconds=settings.QUEUED_STORAGE_RECONCILE_AGE)
+
+
+def stale_rows(older_than: timedelta | None = None, storage: str | None = None) -> Any:
+    """Return the ledger rows whose transfer message is lost, or due.
+
+    These are: pending files whose message has waited for *older_than*
+    (by default :func:`default_age`) past their save or their retry's due
+    time; retries held in the ledger that are due; and files marked
+    transferring whose lease expired, which lost their worker.
+    """
+    now = timezone.now()
+    cutoff = now - (default_age() if older_than is None else older_than)
+    pending = Q(status=Status.PENDING) & (
+        Q(next_attempt__isnull=True, updated__lt=cutoff)
+        | Q(next_attempt__lt=cutoff)
+        | Q(outbox=True, next_attempt__lte=now)
+    )
+    orphaned = Q(status=Status.TRANSFERRING) & (
+        Q(lease_expires__lte=now) | Q(lease_expires__isnull=True, updated__lt=cutoff)
+    )
+    rows = _model().objects.filter(pending | orphaned)
+    if storage:
+        rows = rows.filter(storage=storage)
+    return rows
+
+
+def expired_leases(storage: str | None = None) -> Any:
+    """Return the rows marked transferring whose worker's lease has expired."""
+    rows = _model().objects.filter(
+        status=Status.TRANSFERRING, lease_expires__lte=timezone.now()
+    )
+    return rows.filter(storage=storage) if storage else rows
 
 
 def reconcile(
     older_than: timedelta | None = None, storage: str | None = None
 ) -> list[str]:
-    """Queue again the transfers that have been pending for *older_than*.
+    """Queue again the transfers whose message is lost, or whose retry is due.
 
-    This recovers a message lost to a broker outage, or to a crash between
-    the commit and the publish. A transfer still marked as transferring for
-    that long lost its worker without a redelivery, and is queued too.
+    This recovers a message lost to a broker outage, dropped by the broker,
+    or lost in a crash between the commit and the publish, and a transfer
+    whose worker died (its lease expired). See :func:`stale_rows`.
     """
-    cutoff = timezone.now() - (default_age() if older_than is None else older_than)
-    rows = _model().objects.filter(
-        status__in=[Status.PENDING, Status.TRANSFERRING], updated__lt=cutoff
-    )
-    if storage:
-        rows = rows.filter(storage=storage)
+    rows = stale_rows(older_than, storage)
     queued = []
     for row in rows.iterator():
         target = resolve_reference(row.storage, row.name)
         if target is None or target.delayed:
             continue  # Delayed files wait for an explicit transfer().
+        if row.status == Status.TRANSFERRING:
+            logger.warning(
+                "The lease of %r expired: its worker was lost; queuing it again.",
+                row.name, extra={"file_name": row.name, "storage": row.storage,
+                                 "status": row.status, "attempt": row.attempts},
+            )  # fmt: skip
         if target.enqueue(row.name, row.version, host=row.host or None) is not None:
             if row.outbox:  # Sent: the dispatcher must not send it again.
                 rows.filter(pk=row.pk, version=row.version).update(outbox=False)

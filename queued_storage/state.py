@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.core.cache import caches
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from .models import StoredFile
 
 logger = logging.getLogger("queued_storage")
+
+#: The ledger's date and time columns that statements may change.
+TIMESTAMPS = ("updated", "transferred", "lease_expires", "next_attempt")
 
 __all__ = ["LEDGER_CACHE_TIMEOUT", "FileState", "StateStore", "Status", "name_hash"]
 
@@ -238,6 +242,7 @@ class StateStore:
             "size": state.size, "attempts": state.attempts, "last_error": state.error,
             "content_type": state.content_type, "host": host, "checksum": "",
             "transferred": now if state.is_remote else None, "outbox": outbox,
+            "lease_owner": "", "lease_expires": None, "next_attempt": None,
         }  # fmt: skip
         sql = statements(self.db)
         if sql is None:
@@ -282,17 +287,29 @@ class StateStore:
         *,
         checksum: str = "",
         only_from: tuple[str, ...] = (),
+        owner: str = "",
+        retry_at: datetime | None = None,
+        outbox: bool | None = None,
     ) -> bool:
         """Set *new* as the state of *name* if its version is still *version*.
 
-        With *only_from*, the current status must also be one of those.
+        With *only_from*, the current status must also be one of those. With
+        *owner*, the ledger row must be leased to *owner*, and the lease is
+        released. *retry_at* records when the next attempt is due and
+        *outbox* whether the dispatcher is to send its message.
         Return ``False``, and change nothing, when the file was deleted or
         saved again since, or has moved on: the caller holds a stale view.
         """
         if self.ledger:
+            extra: dict[str, Any] = {"next_attempt": retry_at}
+            if outbox is not None:
+                extra["outbox"] = outbox
+            if owner:
+                extra.update(lease_owner="", lease_expires=None)
+            fence = {"lease_owner": owner} if owner else {}
             changed = ledger_access.run(
-                self._update_row, name, version, new, checksum, only_from,
-                using=self.db,
+                self._update_row, name, version, new, checksum, only_from, extra,
+                fence, using=self.db,
             )  # fmt: skip
             if not changed:
                 return False
@@ -317,10 +334,13 @@ class StateStore:
         new: FileState,
         checksum: str,
         only_from: tuple[str, ...],
+        extra: dict[str, Any] | None = None,
+        fence: dict[str, Any] | None = None,
     ) -> int:
         """Apply *new* to the ledger row of *name* at *version*; return the count.
 
         One statement, atomic by itself: no transaction is opened around it.
+        *extra* holds more columns to set, *fence* more columns to match.
         """
         now = timezone.now()
         changes: dict[str, Any] = {
@@ -329,6 +349,7 @@ class StateStore:
             "attempts": new.attempts,
             "last_error": new.error,
             "updated": now,
+            **(extra or {}),
         }
         if new.size is not None:
             changes["size"] = new.size
@@ -339,13 +360,14 @@ class StateStore:
         digest = name_hash(name)
         sql = statements(self.db)
         if sql is not None:
-            for column in ("updated", "transferred"):
+            for column in TIMESTAMPS:
                 if column in changes:
                     changes[column] = sql.timestamp(changes[column])
             where = {"storage": self.reference, "name_hash": digest, "version": version}
+            where.update(fence or {})
             statuses = tuple(str(status) for status in only_from)
             return sql.update(changes, where, str(Status.DELETED), statuses)
-        rows = self._rows().filter(name_hash=digest, version=version)
+        rows = self._rows().filter(name_hash=digest, version=version, **(fence or {}))
         rows = rows.exclude(status=Status.DELETED)
         if only_from:
             rows = rows.filter(status__in=only_from)

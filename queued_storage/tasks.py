@@ -10,8 +10,6 @@ option names.
 from __future__ import annotations
 
 import logging
-import random
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, current_app, shared_task
@@ -26,12 +24,14 @@ from celery.exceptions import Reject
 from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.utils.module_loading import import_string
 
+from . import enqueue as sending
 from . import message, registry
 from .conf import settings
-from .exceptions import InvalidMessage, TransferError
-from .signals import file_transferred, local_deleted, transfer_failed
-from .state import FileState, Status
-from .transfer import TransferResult, remote_matches, transfer_file
+from .exceptions import InvalidMessage
+from .machine import FileTransfer, Policy
+from .signals import local_deleted
+from .state import FileState
+from .transfer import TransferResult, transfer_file
 
 if TYPE_CHECKING:
     from .backends import QueuedStorage
@@ -85,10 +85,13 @@ class Transfer(Task):
     """
 
     name = "queued_storage.tasks.Transfer"
-    #: Acknowledge the message only when the task has finished, and deliver it
-    #: again if the worker dies, so that a killed worker loses no transfer.
-    acks_late = True
-    reject_on_worker_lost = True
+    #: Acknowledge the message as soon as a worker process starts it. The
+    #: ledger, not the broker, holds the transfer from then on: the file's
+    #: lease, renewed while the upload runs, and ``reconcile`` once a lease
+    #: expires. A broker would otherwise give an upload that outlasts its
+    #: window (``visibility_timeout``, ``consumer_timeout``) to a second
+    #: worker, or close the channel.
+    acks_late = False
     ignore_result = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -138,180 +141,55 @@ class Transfer(Task):
     def after_transfer(self, queued: QueuedStorage, name: str) -> None:
         """Act once the file is served from the remote; a hook for subclasses."""
 
+    def policy(self) -> Policy:
+        """Return the retry and lease policy, from the settings of now."""
+        return Policy(
+            retries=self.max_retries,
+            max_deliveries=int(settings.QUEUED_STORAGE_MAX_DELIVERIES),
+            retry_delay=float(self.default_retry_delay),
+            backoff_max=float(settings.QUEUED_STORAGE_RETRY_BACKOFF_MAX),
+            lease=float(settings.QUEUED_STORAGE_LEASE),
+            countdown_max=float(settings.QUEUED_STORAGE_RETRY_COUNTDOWN_MAX),
+        )
+
+    def machine(self) -> FileTransfer:
+        """Return the state machine that runs this task's transfers."""
+        return FileTransfer(
+            self.policy(),
+            transfer=self.transfer,
+            after_transfer=self.after_transfer,
+            send_retry=self.send_retry,
+            sender=type(self),
+        )
+
+    def send_retry(
+        self, queued: QueuedStorage, name: str, version: str, delay: float
+    ) -> bool:
+        """Send the message of *name* again, to run in *delay* seconds."""
+        host = (
+            queued.state.host_of(name) if settings.QUEUED_STORAGE_PER_HOST_QUEUE else ""
+        )
+        return sending.send(queued, name, version, host or None, delay) is not None
+
     def process(self, queued: QueuedStorage, name: str, version: str) -> bool:
         """Move *name* if its state still has *version*; record the outcome."""
-        extra: dict[str, Any] = {"file_name": name, "storage": queued.reference}
-        state = queued.state.get(name, durable=True) or queued._probe(name)
-        if (
-            state is None
-            or state.is_deleted
-            or (state.version and state.version != version)
-        ):
-            logger.info("Skipped %r: deleted or saved again since.", name, extra=extra)
-            return False
-        if state.is_remote:
-            return True
-        attempts = state.attempts + 1
-        extra["attempt"] = attempts
-        moving = state.evolve(status=Status.TRANSFERRING, version=version,
-                              attempts=attempts)  # fmt: skip
-        if not queued.state.compare_and_set(
-            name, version, moving, only_from=(Status.PENDING, Status.TRANSFERRING)
-        ):
-            logger.info("Skipped %r: changed meanwhile.", name, extra=extra)
-            return False
-        limit = self.max_retries + 1 + settings.QUEUED_STORAGE_MAX_DELIVERIES
-        if attempts > limit:
-            return self.fail(queued, name, moving, f"gave up after {limit} attempts")
-        logger.info("Transferring %r (attempt %d).", name, attempts,
-                    extra={**extra, "status": Status.TRANSFERRING})  # fmt: skip
-        try:
-            done = self.transfer(
-                name, queued.local, queued.remote,
-                replace=queued.overwrites, content_type=state.content_type,
-                size=state.size,
-            )  # fmt: skip
-        except Exception as exc:
-            # The class names the cause: LocalFileMissing, RemoteConflict...
-            reason = queued.redact(f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, TransferError) and not exc.retryable:
-                return self.fail(queued, name, moving, reason)
-            if self.deleted(queued, name):
-                # A failed upload may have left part of the file behind.
-                return self.discard(queued, name, extra)
-            return self.retry_later(queued, name, moving, reason)
-        if not done:
-            return self.retry_later(queued, name, moving, "the transfer returned False")
-        checksum = getattr(done, "checksum", "")
-        if not queued.state.compare_and_set(
-            name, version, moving.evolve(status=Status.TRANSFERRED, error=""),
-            checksum=checksum,
-        ):  # fmt: skip
-            return self.discard(queued, name, extra)
-        if queued.overwrites and not self.recheck(queued, name, checksum):
-            return False
-        logger.info(
-            "Transferred %r.", name, extra={**extra, "status": Status.TRANSFERRED}
-        )
-        self.after_transfer(queued, name)
-        file_transferred.send(
-            type(self), name=name, local=queued.local, remote=queued.remote,
-            storage=queued,
-        )  # fmt: skip
-        return True
-
-    @staticmethod
-    def deleted(queued: QueuedStorage, name: str) -> bool:
-        """Return whether *name* was deleted from *queued*."""
-        current = queued.state.get(name, durable=True)
-        if current is None:
-            # Without the ledger a flushed cache knows nothing: not deleted.
-            return queued.state.ledger
-        return current.is_deleted
-
-    def discard(self, queued: QueuedStorage, name: str, extra: dict[str, Any]) -> bool:
-        """Give up on *name*, which changed while its transfer was in flight.
-
-        A file deleted meanwhile must not come back: what the upload wrote to
-        the remote is removed.
-        """
-        if self.deleted(queued, name):
-            queued.remote.delete(name)
-        elif queued.overwrites:
-            self.recheck(queued, name)
-        logger.info("Discarded %r: changed while in flight.", name, extra=extra)
-        return False
-
-    def recheck(self, queued: QueuedStorage, name: str, checksum: str = "") -> bool:
-        """Return whether the remote copy of *name*, if transferred, is the newest.
-
-        With a local storage that replaces files saved again, two versions of
-        a file can be in flight at once and the older upload can land last.
-        The file is then queued again, under a new version.
-        """
-        current = queued.state.get(name, durable=True)
-        if current is None or not current.is_remote:
-            return True
-        if remote_matches(name, queued.local, queued.remote, checksum):
-            return True
-        again = FileState(
-            Status.PENDING, secrets.token_hex(8), current.size,
-            content_type=current.content_type,
-        )  # fmt: skip
-        if queued.state.compare_and_set(
-            name, current.version, again, only_from=(Status.TRANSFERRED,)
-        ):
-            logger.warning(
-                "An older upload replaced the remote copy of %r; queuing it again.",
-                name, extra={"file_name": name, "storage": queued.reference},
-            )  # fmt: skip
-            queued.enqueue(name, again.version)
-        return False
-
-    @staticmethod
-    def gave_way(queued: QueuedStorage, name: str) -> bool:
-        """Log that a failed attempt at *name* left its state alone; return False.
-
-        The file was saved again, deleted, or finished by another delivery
-        while this attempt ran: its failure is not the file's.
-        """
-        logger.info(
-            "Discarded %r: changed while in flight.", name,
-            extra={"file_name": name, "storage": queued.reference},
-        )  # fmt: skip
-        return False
+        return self.machine().run(queued, name, version)
 
     def backoff(self, retries: int) -> float:
         """Return the delay before retry number *retries* (0-based), jittered."""
-        delay = min(
-            settings.QUEUED_STORAGE_RETRY_BACKOFF_MAX,
-            self.default_retry_delay * 2**retries,
-        )
-        return float(delay) * random.uniform(0.5, 1.0)  # noqa: S311
+        return self.policy().backoff(retries)
 
     def retry_later(
         self, queued: QueuedStorage, name: str, state: FileState, reason: str
     ) -> bool:
         """Schedule another try, or mark the file failed when none is left."""
-        retries = self.request.retries or 0
-        if retries >= self.max_retries:
-            return self.fail(queued, name, state, reason)
-        if not queued.state.compare_and_set(
-            name, state.version, state.evolve(status=Status.PENDING, error=reason),
-            only_from=(Status.TRANSFERRING,),
-        ):  # fmt: skip
-            return self.gave_way(queued, name)
-        logger.warning(
-            "Transfer of %r failed, retrying: %s", name, reason,
-            extra={"file_name": name, "storage": queued.reference,
-                   "attempt": state.attempts, "status": Status.PENDING},
-        )  # fmt: skip
-        kwargs = message.sign(self.name, queued.reference, name, state.version)
-        raise self.retry(
-            kwargs=kwargs,
-            countdown=self.backoff(retries),
-            kwargsrepr=message.shown(kwargs),  # type: ignore[call-arg]
-        )
+        return self.machine().retry_later(queued, name, state, reason)
 
     def fail(
         self, queued: QueuedStorage, name: str, state: FileState, reason: str
     ) -> bool:
         """Mark *name* failed for good; it stays served from the local copy."""
-        if not queued.state.compare_and_set(
-            name, state.version, state.evolve(status=Status.FAILED, error=reason),
-            only_from=(Status.TRANSFERRING, Status.PENDING),
-        ):  # fmt: skip
-            return self.gave_way(queued, name)
-        logger.error(
-            "Transfer of %r failed for good: %s", name, reason,
-            extra={"file_name": name, "storage": queued.reference,
-                   "attempt": state.attempts, "status": Status.FAILED},
-        )  # fmt: skip
-        transfer_failed.send(
-            type(self), name=name, storage=queued, error=reason,
-            attempts=state.attempts,
-        )  # fmt: skip
-        return False
+        return self.machine().fail(queued, name, state, reason)
 
 
 class TransferAndDelete(Transfer):

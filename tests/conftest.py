@@ -83,6 +83,24 @@ def servers(pytestconfig: pytest.Config) -> dict[str, Any]:
     return pytestconfig._qs_servers  # type: ignore[attr-defined,no-any-return]
 
 
+#: Milliseconds the suite's RabbitMQ node lets a delivery go unacknowledged.
+RABBITMQ_CONSUMER_TIMEOUT = 3000
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[Any]:
+    """Start the run's RabbitMQ node, once, for the tests that ask for it.
+
+    Its ``consumer_timeout`` is cut to three seconds, so that a transfer of
+    a few seconds outlasts it.
+    """
+    from tests.services import RabbitMQServer
+
+    server = RabbitMQServer(consumer_timeout=RABBITMQ_CONSUMER_TIMEOUT).start()
+    _services.append(server)
+    yield server
+
+
 @pytest.fixture(scope="session")
 def s3_client(servers: dict[str, Any]) -> Any:
     return servers["s3"].client()

@@ -24,13 +24,16 @@ from typing import Any
 from botocore.config import Config
 from django.conf import settings
 from django.core.files import File
+from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage
+from kombu import Queue
 
-from queued_storage.backends import QueuedS3Storage
+from queued_storage.backends import QueuedS3Storage, QueuedStorage
 from tests.celery_app import app
 
 __all__ = [
     "app",
+    "lease_storage",
     "crash_storage",
     "history_storage",
     "host_storage",
@@ -38,10 +41,24 @@ __all__ = [
     "slow_storage",
 ]
 
+
+def quorum_queue(name: str, delivery_limit: int) -> Queue:
+    """Return a RabbitMQ quorum queue that drops a message after that many
+    deliveries."""
+    arguments = {"x-queue-type": "quorum", "x-delivery-limit": delivery_limit}
+    return Queue(name, routing_key=name, queue_arguments=arguments)
+
+
 if os.environ.get("QS_TEST_QUEUE"):
     # What a worker queues itself (a transfer sent again) goes to the queue
     # that the test's own messages go to.
     app.conf.task_default_queue = os.environ["QS_TEST_QUEUE"]
+    if os.environ.get("QS_TEST_QUORUM_LIMIT"):
+        app.conf.task_queues = [
+            quorum_queue(
+                os.environ["QS_TEST_QUEUE"], int(os.environ["QS_TEST_QUORUM_LIMIT"])
+            )
+        ]
 
 ROOT = Path(settings.MEDIA_ROOT + "-reliability")
 MARKERS = ROOT / "markers"
@@ -80,6 +97,54 @@ class SlowFileSystemStorage(FileSystemStorage):
 
     def _open(self, name: str, mode: str = "rb") -> File:
         return Throttled(open(self.path(name), mode), name, self.read_rate)
+
+
+class SlowRemoteStorage(FileSystemStorage):
+    """A remote that takes ``upload_seconds`` for each upload, chunk by chunk.
+
+    It keeps a journal of the uploads it started and finished, per name, so
+    that a test counts them at the remote; while a file named like the
+    upload's with ``.down`` exists in ``MARKERS``, it refuses the upload, as a
+    remote that is down.
+    """
+
+    def __init__(self, upload_seconds: float = 6.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.upload_seconds = upload_seconds
+
+    def _save(self, name: str, content: Any) -> str:
+        journal(name, "start")
+        if outage_marker(name).exists():
+            raise OSError(f"the remote refuses {name!r}: it is down")
+        chunks = list(content.chunks(64 * 1024))
+        for _chunk in chunks:
+            time.sleep(self.upload_seconds / len(chunks))
+        saved = super()._save(name, ContentFile(b"".join(chunks)))
+        journal(name, "done")
+        return str(saved)
+
+
+def _marker_stem(name: str) -> Path:
+    MARKERS.mkdir(parents=True, exist_ok=True)
+    return MARKERS / hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+def journal(name: str, event: str) -> None:
+    """Append *event* to the upload journal of *name*."""
+    with _marker_stem(name).with_suffix(".uploads").open("a") as fh:
+        fh.write(f"{event} {os.getpid()}\n")
+
+
+def uploads(name: str) -> dict[str, int]:
+    """Return how many uploads of *name* the slow remote started and finished."""
+    path = _marker_stem(name).with_suffix(".uploads")
+    lines = path.read_text().split() if path.exists() else []
+    return {"start": lines.count("start"), "done": lines.count("done")}
+
+
+def outage_marker(name: str) -> Path:
+    """Return the file whose presence makes the slow remote refuse *name*."""
+    return _marker_stem(name).with_suffix(".down")
 
 
 def crash_marker(name: str) -> Path:
@@ -226,4 +291,15 @@ proxied_storage = _queued(
     remote_options={"endpoint_url": os.environ.get("QS_TEST_S3_PROXY")}
     if os.environ.get("QS_TEST_S3_PROXY")
     else {},
+)
+#: A file-system pair whose remote takes seconds per upload and counts them.
+lease_storage = QueuedStorage(
+    local="django.core.files.storage.FileSystemStorage",
+    remote="tests.reliability_app.SlowRemoteStorage",
+    local_options={"location": str(ROOT / "lease-local")},
+    remote_options={
+        "location": str(ROOT / "lease-remote"),
+        "upload_seconds": float(os.environ.get("QS_TEST_UPLOAD_SECONDS", "6")),
+    },
+    reference="reliability-lease",
 )

@@ -104,7 +104,8 @@ if ENV("QS_TEST_MEMCACHED"):
         "OPTIONS": {"serde": json_serde},
     }
 
-CELERY_BROKER_URL = f"{REDIS_URL}/0"
+# Worker processes of the broker tests consume from the RabbitMQ node.
+CELERY_BROKER_URL = ENV("QS_TEST_BROKER_URL") or f"{REDIS_URL}/0"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -112,6 +113,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 2,
     "socket_connect_timeout": 2,
 }
+if CELERY_BROKER_URL.startswith("amqp"):
+    # The tested RabbitMQ configuration of docs/deployment.rst.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    CELERY_BROKER_CHANNEL_ERROR_RETRY = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Transfers acknowledge late: on a lost broker connection, give them back at
@@ -130,6 +136,10 @@ AWS_S3_FILE_OVERWRITE = False
 QUEUED_STORAGE_RETRY_DELAY = 1
 QUEUED_STORAGE_RETRY_BACKOFF_MAX = 2
 QUEUED_STORAGE_RETRIES = 2
+# Worker processes of the broker tests shorten the lease and choose how long a
+# retry may wait in the broker.
+QUEUED_STORAGE_LEASE = float(ENV("QS_TEST_LEASE", "60"))
+QUEUED_STORAGE_RETRY_COUNTDOWN_MAX = float(ENV("QS_TEST_COUNTDOWN_MAX", "300"))
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

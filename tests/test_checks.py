@@ -86,6 +86,10 @@ def test_storage_with_bad_backend_and_task():
         ("QUEUED_STORAGE_RETRIES", -1, "queued_storage.E004"),
         ("QUEUED_STORAGE_RETRY_DELAY", 0, "queued_storage.E005"),
         ("QUEUED_STORAGE_MESSAGE_MAX_AGE", "1d", "queued_storage.E005"),
+        ("QUEUED_STORAGE_LEASE", 0, "queued_storage.E005"),
+        ("QUEUED_STORAGE_RECONCILE_AGE", -5, "queued_storage.E005"),
+        ("QUEUED_STORAGE_RETRY_COUNTDOWN_MAX", -1, "queued_storage.E020"),
+        ("QUEUED_STORAGE_RETRY_COUNTDOWN_MAX", "5m", "queued_storage.E020"),
         ("QUEUED_STORAGE_NAME_CHECK", "guess", "queued_storage.E006"),
     ],
 )
@@ -210,3 +214,66 @@ def test_missing_broker_transport_needs_is_e031(monkeypatch, missing):
     messages = checks.check_broker_transport()
     assert ids(messages) == ["queued_storage.E031"]
     assert "django-queued-storage[redis]" in messages[0].hint
+
+
+@pytest.fixture
+def celery_conf(celery_app):
+    """Change the Celery app's settings for one test."""
+    saved = {}
+
+    def change(**values):
+        for key, value in values.items():
+            saved.setdefault(key, celery_app.conf.get(key))
+            celery_app.conf[key] = value
+
+    yield change
+    for key, value in saved.items():
+        celery_app.conf[key] = value
+
+
+def broker_ids():
+    from queued_storage import broker_checks
+
+    return ids(broker_checks.check_broker_windows())
+
+
+def test_redis_window_shorter_than_a_retry_countdown_is_flagged(celery_conf):
+    celery_conf(broker_transport_options={"visibility_timeout": 120})
+    assert broker_ids() == ["queued_storage.W020"]
+    with override_settings(QUEUED_STORAGE_RETRY_COUNTDOWN_MAX=60):
+        assert broker_ids() == []
+
+
+def test_message_max_age_shorter_than_the_redis_window_is_flagged(celery_conf):
+    celery_conf(broker_transport_options={})  # kombu's default: one hour
+    with override_settings(QUEUED_STORAGE_MESSAGE_MAX_AGE=600):
+        assert broker_ids() == ["queued_storage.W021"]
+
+
+def test_rabbitmq_without_confirms_or_channel_retry_is_flagged(celery_conf):
+    celery_conf(
+        broker_url="amqp://guest:guest@rabbit.internal//",
+        broker_transport_options={},
+        broker_channel_error_retry=False,
+    )
+    assert broker_ids() == ["queued_storage.W022", "queued_storage.W023"]
+    celery_conf(
+        broker_transport_options={"confirm_publish": True},
+        broker_channel_error_retry=True,
+    )
+    assert broker_ids() == []
+    with override_settings(QUEUED_STORAGE_RETRY_COUNTDOWN_MAX=1800):
+        assert broker_ids() == ["queued_storage.W020"]
+
+
+def test_prefetching_more_than_one_message_per_process_is_flagged(celery_conf):
+    celery_conf(worker_prefetch_multiplier=4)
+    assert broker_ids() == ["queued_storage.W024"]
+
+
+def test_broker_checks_leave_a_setting_that_is_no_number_to_e005(celery_conf):
+    celery_conf(broker_transport_options={"visibility_timeout": 60})
+    with override_settings(
+        QUEUED_STORAGE_MESSAGE_MAX_AGE="1d", QUEUED_STORAGE_RETRY_COUNTDOWN_MAX="5m"
+    ):
+        assert broker_ids() == []

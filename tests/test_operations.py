@@ -253,9 +253,10 @@ def test_retry_of_selected_rows_leaves_other_storages_alone(unique):
     assert (
         StoredFile.objects.get(storage=b.reference, name=name).status == Status.FAILED
     )
-    assert (
-        StoredFile.objects.get(storage=a.reference, name=name).status == Status.PENDING
-    )
+    # Queued again: the suite's worker may have taken it up already.
+    assert StoredFile.objects.get(storage=a.reference, name=name).status in (
+        Status.PENDING, Status.TRANSFERRING, Status.TRANSFERRED,
+    )  # fmt: skip
 
 
 def test_django_options_are_accepted_after_the_action():

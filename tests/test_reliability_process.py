@@ -16,8 +16,9 @@ import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.test import override_settings
+from django.utils import timezone
 
-from queued_storage import enqueue
+from queued_storage import enqueue, operations
 from queued_storage.backends import QueuedS3Storage
 from queued_storage.models import StoredFile
 from queued_storage.state import Status
@@ -38,6 +39,8 @@ BUCKET = "queued-storage-tests"
 #: Seconds before Redis hands a message that was never acknowledged to
 #: another worker; the worker processes of these tests run with it.
 VISIBILITY = 2
+#: Seconds a worker's lease of a file lasts; the workers renew it meanwhile.
+LEASE = 2
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -62,6 +65,7 @@ def workers():
                 "QS_TEST_WORKER": "1",
                 "QS_TEST_QUEUE": queues if isinstance(queues, str) else queues[-1],
                 "QS_TEST_VISIBILITY_TIMEOUT": str(VISIBILITY),
+                "QS_TEST_LEASE": str(LEASE),
                 **env,
             },
             cwd=ROOT,
@@ -95,24 +99,31 @@ def reaches(storage, name, status):
     return lambda: row(storage, name).status == status
 
 
+def reconcile_once_the_lease_expires(storage, name):
+    """Wait until the lease of *name* has expired, then run reconcile."""
+    wait_for(lambda: row(storage, name).lease_expires <= timezone.now(), timeout=10)
+    assert operations.reconcile(storage=storage.reference) == [name]
+
+
 @pytest.mark.timeout(90)
-def test_worker_killed_mid_upload_is_delivered_again(queue, workers, s3_client, unique):
-    """SIGKILL the whole worker while 50 MiB stream to S3; the restarted worker
-    gets the message again and the remote ends with every byte."""
+def test_worker_killed_mid_upload_is_taken_over_after_its_lease(
+    queue, workers, s3_client, unique
+):
+    """SIGKILL the whole worker while 50 MiB stream to S3; once its lease
+    expires, reconcile sends the file again, the restarted worker takes it
+    over and the remote ends with every byte."""
     data = os.urandom(50 * 2**20)
     worker = workers(queue)
     name = slow_storage.save(f"{unique}/big.bin", ContentFile(data))
     worker.wait_for_log(rf"Transferring '{name}' \(attempt 1\)", timeout=30)
     time.sleep(1.0)  # Well into the upload, which takes 2.5 s.
     worker.kill()
-    killed_at = time.monotonic()
     assert remote_object(s3_client, slow_storage, name) is None
     assert row(slow_storage, name).status == Status.TRANSFERRING
     with slow_storage.open(name) as handle:
         assert handle.read(16) == data[:16]
-    # A new worker takes up messages left unacknowledged for VISIBILITY s.
-    time.sleep(max(0.0, VISIBILITY + 0.5 - (time.monotonic() - killed_at)))
     worker = workers(queue)
+    reconcile_once_the_lease_expires(slow_storage, name)
     wait_for(reaches(slow_storage, name, Status.TRANSFERRED), timeout=45)
     body = remote_object(s3_client, slow_storage, name)
     assert len(body) == len(data)
@@ -124,8 +135,8 @@ def test_worker_killed_mid_upload_is_delivered_again(queue, workers, s3_client, 
 
 @pytest.mark.timeout(60)
 def test_redeliveries_after_lost_workers_are_bounded(queue, workers, s3_client, unique):
-    """Each delivery counts an attempt in the ledger; one past the limit marks
-    the file failed instead of transferring it again."""
+    """Each upload started counts an attempt in the ledger; one past the limit
+    marks the file failed instead of transferring it again."""
     worker = workers(queue)
     name = slow_storage.save(f"{unique}/again.bin", ContentFile(os.urandom(24 * 2**20)))
     worker.wait_for_log(rf"Transferring '{name}' \(attempt 1\)", timeout=30)
@@ -136,8 +147,8 @@ def test_redeliveries_after_lost_workers_are_bounded(queue, workers, s3_client, 
         name, state.version, state.evolve(attempts=limit)
     )
     worker.kill()
-    time.sleep(VISIBILITY + 0.5)
     worker = workers(queue)
+    reconcile_once_the_lease_expires(slow_storage, name)
     wait_for(reaches(slow_storage, name, Status.FAILED), timeout=30)
     failed = row(slow_storage, name)
     assert failed.attempts == limit + 1
@@ -153,8 +164,8 @@ def test_redeliveries_after_lost_workers_are_bounded(queue, workers, s3_client, 
 def test_crash_after_the_upload_finishes_without_uploading_again(
     queue, workers, s3_client, unique, size
 ):
-    """The worker's pool process dies right after a complete upload; the
-    message comes back at once (reject_on_worker_lost) and the rerun finds the
+    """The worker's pool process dies right after a complete upload; once its
+    lease expires, reconcile sends the file again and the rerun finds the
     remote copy matching. The bucket keeps versions: one upload, one version."""
     try:
         s3_client.create_bucket(Bucket=VERSIONED_BUCKET)
@@ -166,6 +177,8 @@ def test_crash_after_the_upload_finishes_without_uploading_again(
     worker = workers(queue)
     data = os.urandom(size)
     name = crash_storage.save(f"{unique}/crash.bin", ContentFile(data))
+    wait_for(crash_marker(name).exists, timeout=40)
+    reconcile_once_the_lease_expires(crash_storage, name)
     wait_for(reaches(crash_storage, name, Status.TRANSFERRED), timeout=40)
     assert crash_marker(name).exists()
     assert row(crash_storage, name).attempts == 2

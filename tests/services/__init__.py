@@ -47,6 +47,7 @@ from .celery_worker import CeleryWorkerProcess
 from .ftp import FTPServer
 from .gcs import GCSServer
 from .postgres import PostgresServer
+from .rabbitmq import RabbitMQServer
 from .s3 import S3Server
 from .sftp import SFTPServer
 
@@ -61,6 +62,7 @@ __all__ = [
     "GCSServer",
     "MemcachedServer",
     "PostgresServer",
+    "RabbitMQServer",
     "RedisServer",
     "S3Server",
     "SFTPServer",

@@ -120,6 +120,14 @@ class Command(BaseCommand):
         age = result["oldest_pending_seconds"]
         self.say(options, "oldest pending: " + ("-" if age is None else f"{age:.0f} s"))
         self.say(options, f"in the outbox: {result['outbox']}")
+        expired = result["expired_leases"]
+        self.say(options, f"expired leases: {expired}")
+        if expired:
+            self.say(
+                options,
+                f"{expired} transfers lost their worker (lease expired); "
+                "'reconcile' queues them again.",
+            )
         return result
 
     def do_dispatch(self, options: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,257 @@
+"""Transfers that outlast the broker's window, on Redis and on RabbitMQ.
+
+Each test runs real ``celery worker`` processes on a queue of its own,
+against the suite's Redis (``visibility_timeout`` cut to two seconds) or the
+run's RabbitMQ node (``consumer_timeout`` cut to three seconds), with a
+remote that takes five seconds per upload and keeps a journal of the uploads
+it started and finished. Leases last two seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.management import call_command
+from django.test import override_settings
+from django.utils import timezone
+
+from queued_storage import dispatch, enqueue, operations
+from queued_storage.models import StoredFile
+from queued_storage.state import Status
+from tests.conftest import wait_for
+from tests.reliability_app import lease_storage, outage_marker, quorum_queue, uploads
+from tests.services import CeleryWorkerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Seconds a worker's lease lasts; the workers renew it every third of that.
+LEASE = 2
+#: Seconds each upload takes at the slow remote: longer than either window.
+UPLOAD = 5
+#: Seconds before Redis hands an unacknowledged message to another worker.
+VISIBILITY = 2
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@contextmanager
+def publishing_to(url: str) -> Iterator[None]:
+    """Send this process's Celery messages to the broker at *url* meanwhile."""
+    from tests.celery_app import app
+
+    def drop_pools() -> None:
+        # kombu keeps the pools of each URL; the app only forgets its own.
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    old = app.conf.broker_url
+    if url == old:
+        yield
+        return
+    drop_pools()
+    app.conf.broker_url = url
+    try:
+        yield
+    finally:
+        drop_pools()
+        app.conf.broker_url = old
+
+
+#: The brokers every test runs on, by id: (broker, queue type).
+BROKERS = {"redis": ("redis", ""), "rabbitmq": ("rabbitmq", "")}
+#: And a RabbitMQ quorum queue that drops a message delivered twice.
+QUORUM = {"rabbitmq-quorum": ("rabbitmq", "quorum")}
+
+
+def on(brokers: dict[str, tuple[str, str]]) -> Any:
+    """Run a test once on each of *brokers*."""
+    return pytest.mark.parametrize(
+        "broker", list(brokers.values()), ids=list(brokers), indirect=True
+    )
+
+
+@pytest.fixture
+def broker(request: Any, servers: dict[str, Any], unique: str) -> Iterator[dict]:
+    """Yield the broker of the test: its URL, queue and the workers' settings.
+
+    The quorum queue drops a message delivered more than once, as RabbitMQ
+    does with a ``x-delivery-limit`` below what a worker needs.
+    """
+    from tests.celery_app import app
+
+    kind, queue_type = request.param
+    queue = f"brokers-{unique}"
+    env = {"QS_TEST_QUEUE": queue}
+    if kind == "redis":
+        url = servers["redis"].url_for(0)
+        env["QS_TEST_VISIBILITY_TIMEOUT"] = str(VISIBILITY)
+    else:
+        url = request.getfixturevalue("rabbitmq").url
+    if queue_type == "quorum":
+        env["QS_TEST_QUORUM_LIMIT"] = "1"
+        app.amqp.queues.add(quorum_queue(queue, 1))
+    env["QS_TEST_BROKER_URL"] = url
+    with override_settings(QUEUED_STORAGE_QUEUE=queue), publishing_to(url):
+        yield {"kind": kind, "url": url, "queue": queue, "env": env}
+    app.amqp.queues.pop(queue, None)
+
+
+@pytest.fixture
+def workers(broker: dict) -> Iterator[Any]:
+    """Start worker processes on the test's broker; kill them afterwards."""
+    started: list[CeleryWorkerProcess] = []
+
+    def start(**env: str) -> CeleryWorkerProcess:
+        worker = CeleryWorkerProcess(
+            "tests.reliability_app",
+            env={
+                "QS_TEST_WORKER": "1", "QS_TEST_LEASE": str(LEASE),
+                "QS_TEST_UPLOAD_SECONDS": str(UPLOAD), **broker["env"], **env,
+            },
+            cwd=ROOT, pool="prefork", concurrency=1, queues=[broker["queue"]],
+        )  # fmt: skip
+        started.append(worker)
+        return worker.start(timeout=60)
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+def row(name: str) -> StoredFile:
+    return StoredFile.objects.get(storage=lease_storage.reference, name=name)
+
+
+def save(unique: str, label: str) -> str:
+    return lease_storage.save(f"{unique}/{label}.bin", ContentFile(os.urandom(2**20)))
+
+
+def all_logs(started: list[CeleryWorkerProcess]) -> str:
+    return "".join(worker.log_text() for worker in started)
+
+
+def assert_alive(started: list[CeleryWorkerProcess]) -> None:
+    for worker in started:
+        assert worker.is_running(), worker.log_text()[-3000:]
+        assert "Unrecoverable error" not in worker.log_text()
+
+
+@on(BROKERS)
+@pytest.mark.timeout(120)
+def test_a_transfer_longer_than_the_window_uploads_once_and_workers_stay(
+    broker, workers, unique
+):
+    """Two workers; the upload outlasts the broker's window while copies of
+    its message arrive. The copies step aside: one upload, one attempt, and
+    both workers still run once the window has passed several times."""
+    started = [workers(), workers()]
+    name = save(unique, "long")
+    wait_for(lambda: "Transferring" in all_logs(started), timeout=30)
+    version = row(name).version
+    for _ in range(3):
+        assert enqueue.send(lease_storage, name, version, None) is not None
+    wait_for(lambda: "Stepped aside" in all_logs(started), timeout=30)
+    assert row(name).attempts == 1
+    wait_for(lambda: row(name).status == Status.TRANSFERRED, timeout=60)
+    time.sleep(2 * VISIBILITY + 2)  # Let the windows pass again.
+    found = row(name)
+    assert (found.status, found.attempts, found.lease_owner) == (
+        Status.TRANSFERRED, 1, "",
+    )  # fmt: skip
+    assert uploads(name) == {"start": 1, "done": 1}
+    assert_alive(started)
+    with lease_storage.open(name) as handle:
+        assert len(handle.read()) == 2**20
+
+
+@on({**BROKERS, **QUORUM})
+@pytest.mark.timeout(120)
+def test_a_worker_killed_mid_transfer_is_taken_over_once_its_lease_expires(
+    broker, workers, unique
+):
+    """SIGKILL the worker mid-upload. The row stays transferring until its
+    lease expires; then status says so, reconcile sends the file again, and
+    another worker moves it: two uploads started, one finished, attempts 2."""
+    first = workers()
+    name = save(unique, "killed")
+    wait_for(lambda: uploads(name)["start"] == 1, timeout=30)
+    first.kill()
+    assert row(name).status == Status.TRANSFERRING
+    wait_for(lambda: row(name).lease_expires <= timezone.now(), timeout=3 * LEASE)
+    out = io.StringIO()
+    call_command("queued_storage", "status", storage=lease_storage.reference,
+                 stdout=out)  # fmt: skip
+    assert "expired leases: 1" in out.getvalue()
+    second = workers()
+    assert operations.reconcile(storage=lease_storage.reference) == [name]
+    wait_for(lambda: row(name).status == Status.TRANSFERRED, timeout=60)
+    assert (row(name).attempts, uploads(name)) == (2, {"start": 2, "done": 1})
+    assert_alive([second])
+
+
+@on(BROKERS)
+@pytest.mark.timeout(120)
+def test_replays_during_an_outage_leave_attempts_and_the_retry_budget_alone(
+    broker, workers, unique
+):
+    """The remote is down: the first attempt fails, and its retry waits in the
+    ledger, not in the broker. Twelve copies of the message arrive meanwhile
+    and step aside. When the retry is due the dispatcher sends it and it
+    moves the file: two attempts, one finished upload."""
+    worker = workers(QS_TEST_COUNTDOWN_MAX="0")
+    name = f"{unique}/outage.bin"
+    outage_marker(name).touch()
+    assert save(unique, "outage") == name
+    wait_for(lambda: row(name).attempts == 1 and row(name).status == Status.PENDING,
+             timeout=30)  # fmt: skip
+    failed = row(name)
+    assert failed.outbox and failed.next_attempt > timezone.now()
+    assert "down" in failed.last_error
+    for _ in range(12):
+        assert enqueue.send(lease_storage, name, failed.version, None) is not None
+    # A broker may deliver a copy more than once: at least twelve arrive.
+    wait_for(lambda: worker.log_text().count("Stepped aside") >= 12, timeout=30)
+    assert (row(name).attempts, row(name).status) == (1, Status.PENDING)
+    assert uploads(name) == {"start": 1, "done": 0}
+    outage_marker(name).unlink()
+    # As if the retry's delay had passed.
+    StoredFile.objects.filter(pk=failed.pk).update(
+        next_attempt=timezone.now() - timedelta(seconds=1)
+    )
+    # The dispatcher sends the due retry, unless a copy still on its way
+    # (the broker redelivers what a worker held back) takes it first.
+    assert dispatch.dispatch(storage=lease_storage.reference) in ([name], [])
+    wait_for(lambda: row(name).status == Status.TRANSFERRED, timeout=60)
+    assert (row(name).attempts, uploads(name)) == (2, {"start": 2, "done": 1})
+    assert_alive([worker])
+
+
+@on({"rabbitmq": BROKERS["rabbitmq"]})
+@pytest.mark.timeout(180)
+def test_a_save_while_rabbitmq_is_down_is_recovered_by_reconcile(
+    broker, workers, rabbitmq, unique
+):
+    """RabbitMQ is stopped: save() gives up on the message and the file stays
+    pending and served locally. Once the node is back, reconcile sends it and
+    a worker moves it, once."""
+    rabbitmq.stop()
+    try:
+        name = save(unique, "no-broker")
+        assert row(name).status == Status.PENDING
+        with lease_storage.open(name) as handle:
+            assert len(handle.read()) == 2**20
+    finally:
+        rabbitmq.start()
+    worker = workers()
+    assert operations.reconcile(timedelta(0), storage=lease_storage.reference) == [name]
+    wait_for(lambda: row(name).status == Status.TRANSFERRED, timeout=60)
+    assert (row(name).attempts, uploads(name)) == (1, {"start": 1, "done": 1})
+    assert_alive([worker])

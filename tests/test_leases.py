@@ -1,0 +1,216 @@
+"""Leases and due retries in the ledger, step by step, without a worker.
+
+The messages these tests send go to a queue of their own that nobody
+consumes; the tests run the state machine themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+from django.db import connections
+from django.test import override_settings
+from django.utils import timezone
+
+from queued_storage import dispatch, leases, operations
+from queued_storage.leases import Claim
+from queued_storage.machine import FileTransfer, Policy
+from queued_storage.models import StoredFile
+from queued_storage.state import Status
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def storage(fs_queued, unique):
+    with override_settings(QUEUED_STORAGE_QUEUE=f"leases-{unique}"):
+        yield fs_queued()
+
+
+def row(storage, name):
+    return StoredFile.objects.get(storage=storage.reference, name=name)
+
+
+def machine(transfer, sent=None, **policy):
+    """Return a state machine whose retries are recorded in *sent*."""
+
+    def send_retry(queued, name, version, delay):
+        if sent is not None:
+            sent.append((name, version, delay))
+        return True
+
+    return FileTransfer(
+        Policy(**{"retries": 2, "lease": 30, **policy}),
+        transfer=transfer,
+        after_transfer=lambda queued, name: None,
+        send_retry=send_retry,
+        sender=FileTransfer,
+    )
+
+
+def test_a_second_claim_under_a_live_lease_steps_aside_uncounted(storage):
+    name = storage.save("leased.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    first = leases.claim(storage.state, name, version, "owner-a", 30)
+    second = leases.claim(storage.state, name, version, "owner-b", 30)
+    assert (first.claim, first.state.attempts) == (Claim.TAKEN, 1)
+    assert second.claim is Claim.BUSY
+    found = row(storage, name)
+    assert (found.status, found.attempts, found.lease_owner) == (
+        Status.TRANSFERRING, 1, "owner-a",
+    )  # fmt: skip
+
+
+def test_an_expired_lease_is_taken_over_and_fences_the_old_owner(storage):
+    name = storage.save("expired.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    mine = leases.claim(storage.state, name, version, "owner-a", 30)
+    assert mine.claim is Claim.TAKEN
+    StoredFile.objects.filter(name=name).update(
+        lease_expires=timezone.now() - timedelta(seconds=1)
+    )
+    assert not leases.renew(storage.state, name, version, "owner-b", 30)
+    taken = leases.claim(storage.state, name, version, "owner-b", 30)
+    assert (taken.claim, taken.state.attempts) == (Claim.TAKEN, 2)
+    assert not leases.renew(storage.state, name, version, "owner-a", 30)
+    done = taken.state.evolve(status=Status.TRANSFERRED)
+    assert not storage.state.compare_and_set(name, version, done, owner="owner-a")
+    assert storage.state.compare_and_set(name, version, done, owner="owner-b")
+    found = row(storage, name)
+    assert (found.status, found.attempts, found.lease_owner) == (
+        Status.TRANSFERRED, 2, "",
+    )  # fmt: skip
+
+
+def test_reconcile_leaves_a_live_lease_alone_and_recovers_an_expired_one(storage):
+    name = storage.save("orphan.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    leases.claim(storage.state, name, version, "owner-a", 30)
+    zero = timedelta(0)
+    assert operations.reconcile(zero, storage=storage.reference) == []
+    assert operations.status_counts(storage.reference)["expired_leases"] == 0
+    StoredFile.objects.filter(name=name).update(
+        lease_expires=timezone.now() - timedelta(seconds=1)
+    )
+    assert operations.status_counts(storage.reference)["expired_leases"] == 1
+    assert operations.reconcile(storage=storage.reference) == [name]
+
+
+def test_a_failed_attempt_records_when_its_retry_is_due(storage):
+    name = storage.save("flaky.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    sent = []
+    runner = machine(lambda *a, **k: False, sent, retry_delay=10, countdown_max=60)
+    assert runner.run(storage, name, version) is False
+    found = row(storage, name)
+    assert (found.status, found.attempts, found.outbox) == (Status.PENDING, 1, False)
+    assert [(n, v) for n, v, _ in sent] == [(name, version)]
+    assert 5 <= sent[0][2] <= 10
+    assert found.next_attempt > timezone.now()
+    # A copy of the message arriving before the retry is due counts nothing.
+    assert runner.run(storage, name, version) is False
+    assert (row(storage, name).attempts, len(sent)) == (1, 1)
+
+
+def test_a_retry_longer_than_the_countdown_limit_waits_in_the_ledger(storage):
+    name = storage.save("later.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    sent = []
+    runner = machine(lambda *a, **k: False, sent, retry_delay=600, countdown_max=60)
+    runner.run(storage, name, version)
+    found = row(storage, name)
+    assert (found.status, found.outbox, sent) == (Status.PENDING, True, [])
+    assert dispatch.dispatch(storage=storage.reference) == []
+    assert operations.reconcile(storage=storage.reference) == []
+    StoredFile.objects.filter(name=name).update(
+        next_attempt=timezone.now() - timedelta(seconds=1)
+    )
+    assert dispatch.dispatch(storage=storage.reference) == [name]
+    assert row(storage, name).outbox is False
+
+
+def test_the_retry_budget_counts_uploads_not_deliveries(storage):
+    name = storage.save("budget.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    runner = machine(lambda *a, **k: False, retry_delay=1, countdown_max=60)
+    for attempt in range(1, 4):
+        for _ in range(5):  # Replays while the retry is not due.
+            runner.run(storage, name, version)
+        assert row(storage, name).attempts == attempt
+        StoredFile.objects.filter(name=name).update(next_attempt=None)
+    found = row(storage, name)
+    assert (found.status, found.attempts) == (Status.FAILED, 3)
+
+
+def test_the_transfer_core_imports_without_celery():
+    code = (
+        "import sys; sys.modules['celery'] = None\n"
+        "from django.conf import settings\n"
+        "settings.configure(INSTALLED_APPS=['queued_storage'], DATABASES={\n"
+        "    'default': {'ENGINE': 'django.db.backends.sqlite3',\n"
+        "                'NAME': ':memory:'}})\n"
+        "import django; django.setup()\n"
+        "import queued_storage.machine, queued_storage.leases, queued_storage.state\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+        env=env, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_of_many_simultaneous_deliveries_one_takes_the_lease(storage):
+    name = storage.save("crowd.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    barrier = threading.Barrier(6)
+    claims = []
+
+    def deliver(owner):
+        try:
+            barrier.wait()
+            claims.append(leases.claim(storage.state, name, version, owner, 30).claim)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver, args=(f"o{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(claim.value for claim in claims) == ["busy"] * 5 + ["taken"]
+    assert row(storage, name).attempts == 1
+
+
+def test_a_renewed_lease_outlives_its_length(storage):
+    name = storage.save("renewed.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    leases.claim(storage.state, name, version, "owner-a", 0.6)
+    with leases.Renewal(storage.state, name, version, "owner-a", 0.6) as renewal:
+        time.sleep(1.5)  # Two and a half lease lengths.
+        busy = leases.claim(storage.state, name, version, "owner-b", 0.6)
+    assert busy.claim is Claim.BUSY
+    assert not renewal.lost
+    assert row(storage, name).attempts == 1
+
+
+def test_without_the_ledger_a_cache_entry_holds_the_lease(storage):
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        name = storage.save("cached.txt", ContentFile(b"x"))
+        version = storage.get_state(name).version
+        first = leases.claim(storage.state, name, version, "owner-a", 30)
+        second = leases.claim(storage.state, name, version, "owner-b", 30)
+        assert (first.claim, second.claim) == (Claim.TAKEN, Claim.BUSY)
+        leases.release(storage.state, name, version, "owner-a")
+        third = leases.claim(storage.state, name, version, "owner-b", 30)
+        assert (third.claim, third.state.attempts) == (Claim.TAKEN, 2)
