@@ -13,6 +13,7 @@ from django.core.files import File, locks
 from django.db import transaction
 from django.utils.deconstruct import deconstructible
 
+from . import directories
 from . import enqueue as sending
 from .base import QueuedStorageBase
 from .conf import settings
@@ -99,17 +100,44 @@ class QueuedStorage(QueuedStorageBase):
         except Exception:
             self._remove_partial(name)
             raise
-        name = self.validate_name(saved)
-        version = secrets.token_hex(8)
-        size = getattr(content, "size", None)
-        content_type = _content_type(content)
-        state = FileState(Status.PENDING, version, size, content_type=content_type)
-        outbox = self.uses_outbox()
-        self.state.record(name, state, host=sending.this_host(), outbox=outbox)
-        transaction.on_commit(
-            lambda: self._queued(name, version, outbox), using=self.state.db
-        )
+        try:
+            name = self.validate_name(saved)
+            version = secrets.token_hex(8)
+            size = self._written_size(name)
+            content_type = _content_type(content)
+            state = FileState(Status.PENDING, version, size, content_type=content_type)
+            outbox = self.uses_outbox()
+            self.state.record(name, state, host=sending.this_host(), outbox=outbox)
+            transaction.on_commit(
+                lambda: self._queued(name, version, outbox), using=self.state.db
+            )
+        except BaseException:
+            # Nothing recorded means nothing would ever move or clean this copy.
+            self._discard_local(saved)
+            raise
         return name
+
+    def _written_size(self, name: str) -> int | None:
+        """Return the size in bytes of the local copy of *name*, if known.
+
+        The content's own ``size`` may count characters (a ``ContentFile`` of
+        text) or be unknowable (a stream that cannot seek); the stored copy
+        is what the remote will hold. The worker records what it uploaded.
+        """
+        try:
+            return int(self.local.size(name))
+        except Exception:
+            return None
+
+    def _discard_local(self, name: str) -> None:
+        try:
+            self.local.delete(name)
+        except Exception as exc:
+            logger.warning(
+                "Could not remove the local copy of %r after a failed save: %s",
+                name, type(exc).__name__,
+                extra={"file_name": name, "storage": self.reference},
+            )  # fmt: skip
 
     def uses_outbox(self) -> bool:
         """Return whether a save leaves its transfer message to the dispatcher."""
@@ -259,14 +287,25 @@ class QueuedStorage(QueuedStorageBase):
         """Delete *name* from both storages and mark it deleted.
 
         The state changes first, so that a transfer still in flight gives up
-        and removes what it uploaded.
+        and removes what it uploaded. A directory is handed to both storages'
+        ``delete()`` as it is; the states of the files below it follow.
         """
         self.validate_name(name)
+        state = self.state.get(name)
+        if state is None or not state.version:
+            # Not a file saved through this storage: perhaps a directory.
+            below = directories.files_below((self.local, self.remote), name)
+            if below is not None:
+                self._delete_directory(name, below)
+                return
         self.state.forget(name)
         logger.info(
             "Deleting %r from both storages.", name,
             extra={"file_name": name, "storage": self.reference, "status": "deleted"},
         )  # fmt: skip
+        self._delete_from_both(name)
+
+    def _delete_from_both(self, name: str) -> None:
         errors = []
         for storage in (self.local, self.remote):
             try:
@@ -275,6 +314,40 @@ class QueuedStorage(QueuedStorageBase):
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+    def _delete_directory(self, name: str, below: set[str]) -> None:
+        """Delete the directory *name*, then keep the states below it true.
+
+        Each storage does what its own ``delete()`` does with a directory. A
+        file below it whose copy in use is gone afterwards is marked deleted
+        and its other copy removed; a file still there keeps its state. The
+        directory's own name gets no deleted mark, which would hide files
+        saved below it later.
+        """
+        logger.info(
+            "Deleting the directory %r from both storages.", name,
+            extra={"file_name": name, "storage": self.reference},
+        )  # fmt: skip
+        try:
+            self._delete_from_both(name)
+        finally:
+            self.state.drop(name)
+            states = self.state.get_many(sorted(below))
+            for path, state in states.items():
+                if state is None or state.is_deleted:
+                    continue
+                serving = self.remote if state.is_remote else self.local
+                if serving.exists(path):
+                    continue
+                self.state.forget(path)
+                other = self.local if state.is_remote else self.remote
+                try:
+                    other.delete(path)
+                except Exception as exc:
+                    logger.warning(
+                        "Could not remove the other copy of %r: %s", path, exc,
+                        extra={"file_name": path, "storage": self.reference},
+                    )  # fmt: skip
 
 
 _CONTENT_TYPE = re.compile(r"[\w!#$&^.+-]{1,127}/[\w!#$&^.+-]{1,127}(;[ -~]*)?")

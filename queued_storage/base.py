@@ -157,6 +157,9 @@ class QueuedStorageBase(Storage):
                 raise ImproperlyConfigured(
                     f"{name}'s {option} must be a {kind.__name__}, not {value!r}."
                 )
+        # Each instance answers with the options it was given (or the class's).
+        self.local_options = self._options["local"]
+        self.remote_options = self._options["remote"]
         if cache_prefix is not None:
             self.cache_prefix = cache_prefix
         if delayed is not None:

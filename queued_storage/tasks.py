@@ -173,10 +173,14 @@ class Transfer(Task):
         if not done:
             return self.retry_later(queued, name, moving, "the transfer returned False")
         checksum = getattr(done, "checksum", "")
+        done_state = moving.evolve(status=Status.TRANSFERRED, error="")
+        uploaded = getattr(done, "size", None)
+        if isinstance(uploaded, int) and not isinstance(uploaded, bool):
+            # What reached the remote is what size() reports from now on.
+            done_state = done_state.evolve(size=uploaded)
         if not queued.state.compare_and_set(
-            name, version, moving.evolve(status=Status.TRANSFERRED, error=""),
-            checksum=checksum,
-        ):  # fmt: skip
+            name, version, done_state, checksum=checksum
+        ):
             return self.discard(queued, name, extra)
         if queued.overwrites and not self.recheck(queued, name, checksum):
             return False
