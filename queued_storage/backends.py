@@ -16,6 +16,7 @@ from django.utils.deconstruct import deconstructible
 from . import directories
 from . import enqueue as sending
 from .base import QueuedStorageBase
+from .compat import Deprecated08, remember_result
 from .conf import settings
 from .enqueue import transfer_queue as transfer_queue  # where it used to be
 from .s3_urls import url_builder
@@ -26,7 +27,7 @@ logger = logging.getLogger("queued_storage")
 
 
 @deconstructible(path="queued_storage.backends.QueuedStorage")
-class QueuedStorage(QueuedStorageBase):
+class QueuedStorage(Deprecated08, QueuedStorageBase):
     """A storage that saves to *local* at once and moves files to *remote*.
 
     ``local`` and ``remote`` are dotted paths of storage classes, built with
@@ -107,14 +108,15 @@ class QueuedStorage(QueuedStorageBase):
             content_type = _content_type(content)
             state = FileState(Status.PENDING, version, size, content_type=content_type)
             outbox = self.uses_outbox()
+            remember_result(self, None)  # Until the transfer is queued.
             self.state.record(name, state, host=sending.this_host(), outbox=outbox)
-            transaction.on_commit(
-                lambda: self._queued(name, version, outbox), using=self.state.db
-            )
         except BaseException:
             # Nothing recorded means nothing would ever move or clean this copy.
             self._discard_local(saved)
             raise
+        transaction.on_commit(
+            lambda: self._queued(name, version, outbox), using=self.state.db
+        )
         return name
 
     def _written_size(self, name: str) -> int | None:
@@ -181,7 +183,9 @@ class QueuedStorage(QueuedStorageBase):
             "Saved %r locally; %s.", name, then,
             extra={"file_name": name, "storage": self.reference, "status": "pending"},
         )  # fmt: skip
-        if outbox or (not self.delayed and self.enqueue(name, version) is None):
+        result = None if outbox or self.delayed else self.enqueue(name, version)
+        remember_result(self, result)
+        if outbox or (not self.delayed and result is None):
             return
         file_queued.send(type(self), name=name, storage=self, version=version)
 
