@@ -171,3 +171,19 @@ class SavesInATestCase(TestCase):
             self.assertEqual(queued, [name])
         finally:
             file_queued.disconnect(receiver)
+
+    def test_transfer_run_in_the_test_process_moves_the_file(self):
+        import tempfile
+
+        folder = tempfile.mkdtemp()
+        storage = QueuedStorage(
+            local=FS, remote=FS, delayed=True,
+            local_options={"location": f"{folder}/local"},
+            remote_options={"location": f"{folder}/remote"},
+        )  # fmt: skip
+        with self.captureOnCommitCallbacks(execute=True):
+            name = storage.save("moved.txt", ContentFile(b"z"))
+        state = storage.get_state(name)
+        self.assertTrue(Transfer().process(storage, name, state.version))
+        self.assertTrue(storage.using_remote(name))
+        self.assertTrue(storage.remote.exists(name))
