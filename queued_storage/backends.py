@@ -69,7 +69,7 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         """Return a name free on both storages, based on *name*."""
-        self.validate_name(name)
+        name = self.validate_name(name)
         return self.validate_name(super().get_available_name(name, max_length))
 
     def get_valid_name(self, name: str) -> str:
@@ -79,6 +79,9 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         return self.local.get_alternative_name(file_root, file_ext)
 
     def generate_filename(self, filename: str | os.PathLike[str]) -> str:
+        if type(self).get_valid_name is not QueuedStorage.get_valid_name:
+            # A subclass's own get_valid_name() decides, as in Django's storages.
+            return super().generate_filename(filename)
         return self.local.generate_filename(filename)
 
     def save(
@@ -196,7 +199,7 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         or the message could not be sent. *cache_key* is accepted for
         compatibility and ignored: the key derives from the name.
         """
-        self.validate_name(name)
+        name = self.validate_name(name)
         state = self.get_state(name)
         if state is None or state.is_deleted:
             raise FileNotFoundError(f"{name!r} is not in {type(self).__name__}.")
@@ -227,16 +230,19 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
     # Reading ---------------------------------------------------------------
 
     def open(self, name: str, mode: str = "rb") -> File:
-        return self.get_storage(self.validate_name(name)).open(name, mode)
+        name = self.validate_name(name)
+        return self.get_storage(name).open(name, mode)
 
     def exists(self, name: str) -> bool:
-        state = self.get_state(self.validate_name(name))
+        name = self.validate_name(name)
+        state = self.get_state(name)
         if state is None or state.is_deleted:
             return False
         return state.is_remote or self.local.exists(name)
 
     def size(self, name: str) -> int:
-        state = self.get_state(self.validate_name(name))
+        name = self.validate_name(name)
+        state = self.get_state(name)
         if state is not None and state.is_remote and state.size is not None:
             return state.size
         return self.get_storage(name).size(name)
@@ -261,7 +267,8 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         return storage.url
 
     def path(self, name: str) -> str:
-        return self.get_storage(self.validate_name(name)).path(name)
+        name = self.validate_name(name)
+        return self.get_storage(name).path(name)
 
     def listdir(self, path: str) -> tuple[list[str], list[str]]:
         """List *path* on both storages, without duplicates."""
@@ -277,13 +284,16 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         return list(dirs), list(files)
 
     def get_accessed_time(self, name: str) -> Any:
-        return self.get_storage(self.validate_name(name)).get_accessed_time(name)
+        name = self.validate_name(name)
+        return self.get_storage(name).get_accessed_time(name)
 
     def get_created_time(self, name: str) -> Any:
-        return self.get_storage(self.validate_name(name)).get_created_time(name)
+        name = self.validate_name(name)
+        return self.get_storage(name).get_created_time(name)
 
     def get_modified_time(self, name: str) -> Any:
-        return self.get_storage(self.validate_name(name)).get_modified_time(name)
+        name = self.validate_name(name)
+        return self.get_storage(name).get_modified_time(name)
 
     # Deleting --------------------------------------------------------------
 
@@ -294,7 +304,7 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         and removes what it uploaded. A directory is handed to both storages'
         ``delete()`` as it is; the states of the files below it follow.
         """
-        self.validate_name(name)
+        name = self.validate_name(name)
         state = self.state.get(name)
         if state is None or not state.version:
             # Not a file saved through this storage: perhaps a directory.

@@ -328,3 +328,36 @@ def test_in_memory_pair_keeps_the_storage_answers():
     for target in (storage, alone):
         target.save("same.txt", ContentFile(TEXT))
     assert storage.size("same.txt") == alone.size("same.txt") == 13
+
+
+def test_path_objects_are_names_as_for_django_storages(fs_queued):
+    from pathlib import PurePosixPath
+
+    storage = fs_queued(delayed=True)
+    name = storage.save(PurePosixPath("p/one.txt"), ContentFile(b"1"))
+    assert name == "p/one.txt"
+    path = PurePosixPath(name)
+    assert storage.exists(path)
+    assert storage.size(path) == 1
+    assert storage.path(path) == storage.local.path(name)
+    with storage.open(path) as handle:
+        assert handle.read() == b"1"
+    storage.delete(path)
+    assert not storage.exists(name)
+    assert storage.get_state(name).status == Status.DELETED
+
+
+class Suffixed(QueuedStorage):
+    def get_valid_name(self, name):
+        return super().get_valid_name(name) + "_valid"
+
+
+def test_a_subclass_get_valid_name_decides_generated_names(tmp_path):
+    storage = Suffixed(
+        local=FS, remote=FS, delayed=True,
+        local_options={"location": str(tmp_path / "l")},
+        remote_options={"location": str(tmp_path / "r")},
+    )  # fmt: skip
+    assert storage.generate_filename("dir/some file") == "dir/some_file_valid"
+    plain = QueuedStorage(local=FS, remote=FS)
+    assert plain.generate_filename("dir/some file") == "dir/some_file"
