@@ -161,3 +161,28 @@ def test_retry_and_reconcile_skip_rows_of_storages_no_longer_configured(caplog):
     skipped = [r.getMessage() for r in caplog.records if "no longer" in r.getMessage()]
     assert len(skipped) == 2
     assert all("'forgotten'" in message for message in skipped)
+
+
+def test_admin_verify_reports_mismatches_and_forgotten_storages(
+    client, django_user_model, moved
+):
+    staff = django_user_model.objects.create_superuser("v", "v@example.com", "pw")
+    client.force_login(staff)
+    overwrite(moved.remote.path("short.txt"), b"12")
+    StoredFile.objects.create(
+        storage="forgotten", name="lost.txt", name_hash="f" * 64,
+        status=Status.TRANSFERRED, version="v",
+    )  # fmt: skip
+    rows = StoredFile.objects.filter(name__in=["short.txt", "same.txt", "lost.txt"])
+    response = client.post(
+        "/admin/queued_storage/storedfile/",
+        {"action": "verify_copies", "_selected_action": [r.pk for r in rows]},
+        follow=True,
+    )
+    page = response.content.decode()
+    # Each storage is verified once, however the admin orders the rows.
+    assert page.count("Short.txt: remote has 2 bytes, the ledger 5") == 1
+    assert "known as &#x27;forgotten&#x27;" in page
+    assert "All transferred copies match." not in page
+    listing = client.get("/admin/queued_storage/storedfile/?q=short")
+    assert "short.txt" in listing.content.decode()
