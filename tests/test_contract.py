@@ -361,3 +361,13 @@ def test_a_subclass_get_valid_name_decides_generated_names(tmp_path):
     assert storage.generate_filename("dir/some file") == "dir/some_file_valid"
     plain = QueuedStorage(local=FS, remote=FS)
     assert plain.generate_filename("dir/some file") == "dir/some_file"
+
+
+def test_in_memory_pair_saves_a_stream_that_cannot_seek():
+    storage = memory_pair()
+    alone = InMemoryStorage()
+    assert alone.save("raw.bin", Unseekable(b"0123456789")) == "raw.bin"
+    name = storage.save("raw.bin", Unseekable(b"0123456789"))
+    assert storage.size(name) == alone.size("raw.bin") == 10
+    assert move(storage, name) is True
+    assert storage.size(name) == storage.remote.size(name) == 10
