@@ -187,3 +187,21 @@ class SavesInATestCase(TestCase):
         self.assertTrue(Transfer().process(storage, name, state.version))
         self.assertTrue(storage.using_remote(name))
         self.assertTrue(storage.remote.exists(name))
+
+
+def test_result_is_kept_per_thread(fs_queued):
+    import threading
+
+    storage = fs_queued()
+    seen = {}
+
+    def save_in_a_thread():
+        storage.save("thread.txt", ContentFile(b"t"))
+        with pytest.deprecated_call():
+            seen["thread"] = storage.result
+
+    worker = threading.Thread(target=save_in_a_thread)
+    worker.start()
+    worker.join(timeout=30)
+    assert isinstance(seen["thread"], AsyncResult)
+    assert last_result(storage) is None
