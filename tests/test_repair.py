@@ -9,6 +9,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.test import override_settings
 from django.utils import timezone
 
 from queued_storage import operations
@@ -186,3 +187,65 @@ def test_admin_verify_reports_mismatches_and_forgotten_storages(
     assert "All transferred copies match." not in page
     listing = client.get("/admin/queued_storage/storedfile/?q=short")
     assert "short.txt" in listing.content.decode()
+
+
+@pytest.fixture
+def outboxed(fs_queued, unique):
+    """A storage whose saves wait in the outbox, for a queue nobody reads."""
+    with override_settings(
+        QUEUED_STORAGE_OUTBOX=True, QUEUED_STORAGE_QUEUE=f"unread-{unique}"
+    ):
+        yield fs_queued()
+
+
+def test_the_dispatch_loop_sends_every_waiting_message(outboxed):
+    from queued_storage import dispatch
+
+    for index in range(3):
+        outboxed.save(f"o{index}.txt", ContentFile(b"o"))
+    waiting = StoredFile.objects.filter(storage=outboxed.reference, outbox=True)
+    assert waiting.count() == 3
+    passes = []
+
+    def stop():
+        passes.append(1)
+        return not waiting.exists() or len(passes) > 500
+
+    total = dispatch.run(interval=0.01, batch=2, storage=outboxed.reference, stop=stop)
+    assert total == 3
+    assert not waiting.exists()
+
+
+def test_the_dispatch_command_runs_until_sigterm(outboxed):
+    import signal
+    import threading
+    import time
+
+    outboxed.save("waiting.txt", ContentFile(b"w"))
+    saved = {number: signal.getsignal(number) for number in (2, 15)}
+
+    def placeholder(signum, frame):
+        pass  # A SIGTERM before the command listens must not end the tests.
+
+    signal.signal(signal.SIGTERM, placeholder)
+
+    def stop_when_listening():
+        deadline = time.monotonic() + 30
+        while signal.getsignal(signal.SIGTERM) is placeholder:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    stopper = threading.Thread(target=stop_when_listening)
+    stopper.start()
+    try:
+        text = run("dispatch", "--interval", "0.05", "--storage", outboxed.reference)
+    finally:
+        stopper.join(timeout=40)
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+    assert "Dispatching the outbox; stop with Ctrl-C or SIGTERM." in text
+    assert "Queued 1 transfers from the outbox." in text
+    assert not StoredFile.objects.filter(storage=outboxed.reference, outbox=True)

@@ -34,9 +34,11 @@ class Meddling(Transfer):
         return outcome
 
 
-@pytest.fixture
-def storage(fs_queued):
-    return fs_queued(delayed=True)
+@pytest.fixture(params=["ledger", "cache only"])
+def storage(request, fs_queued):
+    """A delayed pair, with the ledger on and off."""
+    with override_settings(QUEUED_STORAGE_LEDGER=request.param == "ledger"):
+        yield fs_queued(delayed=True)
 
 
 def run(storage, name, meddle=lambda name: None, result=True, version=None):
@@ -182,3 +184,21 @@ def test_an_older_upload_landing_last_is_queued_again(tmp_path):
     assert state.status == Status.PENDING and state.version != version
     with storage.open(name) as handle:  # Served from the local copy again.
         assert handle.read() == b"first"
+
+
+def test_an_s3_remote_compares_the_md5_of_the_local_copy(tmp_path, unique):
+    from queued_storage.backends import QueuedS3Storage
+    from queued_storage.transfer import remote_matches
+
+    storage = QueuedS3Storage(
+        local_options={"location": str(tmp_path / "l")},
+        remote_options={"location": f"etag-{unique}"}, delayed=True,
+    )  # fmt: skip
+    name = storage.save("same-size.bin", ContentFile(b"abcdef"))
+    assert Transfer().process(storage, name, storage.get_state(name).version)
+    assert remote_matches(name, storage.local, storage.remote) is True
+    with open(storage.local.path(name), "wb") as handle:
+        handle.write(b"ghijkl")  # Same size, other bytes.
+    assert remote_matches(name, storage.local, storage.remote) is False
+    storage.local.delete(name)  # Nothing left to compare with.
+    assert remote_matches(name, storage.local, storage.remote) is True
