@@ -371,3 +371,14 @@ def test_in_memory_pair_saves_a_stream_that_cannot_seek():
     assert storage.size(name) == alone.size("raw.bin") == 10
     assert move(storage, name) is True
     assert storage.size(name) == storage.remote.size(name) == 10
+
+
+def test_delete_of_a_directory_passes_over_files_it_has_no_state_for():
+    storage = memory_pair()
+    storage.local.save("tree/by-hand.txt", ContentFile(b"h"))
+    saved = storage.save("tree/saved.txt", ContentFile(b"s"))
+    storage.delete("tree")
+    assert not storage.exists(saved)
+    assert storage.get_state(saved).status == Status.DELETED
+    assert storage.get_state("tree/by-hand.txt") is None
+    assert not storage.local.exists("tree/by-hand.txt")

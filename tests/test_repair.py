@@ -249,3 +249,23 @@ def test_the_dispatch_command_runs_until_sigterm(outboxed):
     assert "Dispatching the outbox; stop with Ctrl-C or SIGTERM." in text
     assert "Queued 1 transfers from the outbox." in text
     assert not StoredFile.objects.filter(storage=outboxed.reference, outbox=True)
+
+
+def test_import_of_an_empty_local_storage_moves_nothing(fs_queued):
+    storage = fs_queued(delayed=True)
+    assert not os.path.exists(storage.local.location)
+    report = operations.bulk_import(storage)
+    assert (report.done, report.skipped, report.failed) == ([], [], {})
+
+
+def test_progress_bar_shows_the_share_done_and_the_name(capsys):
+    from queued_storage.management.commands.queued_storage import Command
+
+    Command.progress_bar(3, 4, "reports/2024/summary.pdf")
+    shown = capsys.readouterr().err
+    assert shown.startswith(
+        "\r[" + "#" * 22 + "-" * 8 + "] 3/4 reports/2024/summary.pdf"
+    )
+    Command.progress_bar(0, 0, "x" * 60)
+    shown = capsys.readouterr().err
+    assert "[" + "-" * 30 + "] 0/0 " + "x" * 40 in shown

@@ -202,3 +202,14 @@ def test_an_s3_remote_compares_the_md5_of_the_local_copy(tmp_path, unique):
     assert remote_matches(name, storage.local, storage.remote) is False
     storage.local.delete(name)  # Nothing left to compare with.
     assert remote_matches(name, storage.local, storage.remote) is True
+
+
+def test_a_redelivered_message_of_a_failed_file_leaves_it_failed(storage):
+    name = storage.save("failed.txt", ContentFile(b"x"))
+    version = storage.get_state(name).version
+    refused = LocalFileMissing("refused")
+    assert run(storage, name, result=refused) is False
+    assert storage.get_state(name).status == Status.FAILED
+    assert run(storage, name, version=version) is False
+    state = storage.get_state(name)
+    assert (state.status, state.attempts) == (Status.FAILED, 1)
