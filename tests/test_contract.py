@@ -382,3 +382,21 @@ def test_delete_of_a_directory_passes_over_files_it_has_no_state_for():
     assert storage.get_state(saved).status == Status.DELETED
     assert storage.get_state("tree/by-hand.txt") is None
     assert not storage.local.exists("tree/by-hand.txt")
+
+
+def test_delete_of_a_prefix_on_s3_keeps_the_files_below_it(tmp_path, unique):
+    from queued_storage.backends import QueuedS3Storage
+
+    storage = QueuedS3Storage(
+        local_options={"location": str(tmp_path / "l")},
+        remote_options={"location": f"prefix-{unique}"}, delayed=True,
+    )  # fmt: skip
+    name = storage.save("pre/x.txt", ContentFile(b"x"))
+    assert move(storage, name) is True
+    storage.local.delete(name)  # Only the remote holds it now.
+    storage.delete("pre")  # S3 has no directories: nothing is deleted.
+    assert storage.remote.exists(name)
+    assert storage.exists(name)
+    assert storage.get_state(name).status == Status.TRANSFERRED
+    with storage.open(name) as handle:
+        assert handle.read() == b"x"
