@@ -196,9 +196,14 @@ def test_result_is_kept_per_thread(fs_queued):
     seen = {}
 
     def save_in_a_thread():
-        storage.save("thread.txt", ContentFile(b"t"))
-        with pytest.deprecated_call():
-            seen["thread"] = storage.result
+        from django.db import connections
+
+        try:
+            storage.save("thread.txt", ContentFile(b"t"))
+            with pytest.deprecated_call():
+                seen["thread"] = storage.result
+        finally:
+            connections.close_all()  # This thread's own connection.
 
     worker = threading.Thread(target=save_in_a_thread)
     worker.start()
