@@ -92,7 +92,7 @@ class StoredFileAdmin(admin.ModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[StoredFile]
     ) -> None:
         problems = []
-        for reference in queryset.values_list("storage", flat=True).distinct():
+        for reference in sorted(set(queryset.values_list("storage", flat=True))):
             try:
                 storage = registry.resolve(reference)
             except UnknownStorage as exc:

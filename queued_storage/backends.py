@@ -12,9 +12,10 @@ from typing import Any
 from django.core.files import File, locks
 from django.utils.deconstruct import deconstructible
 
+from . import directories, ledger_access
 from . import enqueue as sending
-from . import ledger_access
 from .base import QueuedStorageBase
+from .compat import Deprecated08, remember_result
 from .conf import settings
 from .enqueue import transfer_queue as transfer_queue  # where it used to be
 from .exceptions import NameTaken
@@ -26,7 +27,7 @@ logger = logging.getLogger("queued_storage")
 
 
 @deconstructible(path="queued_storage.backends.QueuedStorage")
-class QueuedStorage(QueuedStorageBase):
+class QueuedStorage(Deprecated08, QueuedStorageBase):
     """A storage that saves to *local* at once and moves files to *remote*.
 
     ``local`` and ``remote`` are dotted paths of storage classes, built with
@@ -76,7 +77,7 @@ class QueuedStorage(QueuedStorageBase):
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         """Return a name free on both storages, based on *name*."""
-        self.validate_name(name)
+        name = self.validate_name(name)
         return self.validate_name(super().get_available_name(name, max_length))
 
     def get_valid_name(self, name: str) -> str:
@@ -86,6 +87,9 @@ class QueuedStorage(QueuedStorageBase):
         return self.local.get_alternative_name(file_root, file_ext)
 
     def generate_filename(self, filename: str | os.PathLike[str]) -> str:
+        if type(self).get_valid_name is not QueuedStorage.get_valid_name:
+            # A subclass's own get_valid_name() decides, as in Django's storages.
+            return super().generate_filename(filename)
         return self.local.generate_filename(filename)
 
     def save(
@@ -110,12 +114,18 @@ class QueuedStorage(QueuedStorageBase):
         except Exception:
             self._remove_partial(name)
             raise
-        name = self.validate_name(saved)
-        version = secrets.token_hex(8)
-        size = getattr(content, "size", None)
-        content_type = _content_type(content)
-        state = FileState(Status.PENDING, version, size, content_type=content_type)
-        outbox = self.uses_outbox()
+        try:
+            name = self.validate_name(saved)
+            version = secrets.token_hex(8)
+            size = self._written_size(name)
+            content_type = _content_type(content)
+            state = FileState(Status.PENDING, version, size, content_type=content_type)
+            outbox = self.uses_outbox()
+            remember_result(self, None)  # Until the transfer is queued.
+        except BaseException:
+            # Nothing recorded means nothing would ever move or clean this copy.
+            self._discard(saved)
+            raise
         name = self._record_saved(name, state, outbox, max_length)
         ledger_access.on_commit(
             lambda: self._queued(name, version, outbox),
@@ -170,6 +180,18 @@ class QueuedStorage(QueuedStorageBase):
         )  # fmt: skip
         return moved
 
+    def _written_size(self, name: str) -> int | None:
+        """Return the size in bytes of the local copy of *name*, if known.
+
+        The content's own ``size`` may count characters (a ``ContentFile`` of
+        text) or be unknowable (a stream that cannot seek); the stored copy
+        is what the remote will hold. The worker records what it uploaded.
+        """
+        try:
+            return int(self.local.size(name))
+        except Exception:
+            return None
+
     def uses_outbox(self) -> bool:
         """Return whether a save leaves its transfer message to the dispatcher."""
         return bool(
@@ -222,7 +244,9 @@ class QueuedStorage(QueuedStorageBase):
             "Saved %r locally; %s.", name, then,
             extra={"file_name": name, "storage": self.reference, "status": "pending"},
         )  # fmt: skip
-        if outbox or (not self.delayed and self.enqueue(name, version) is None):
+        result = None if outbox or self.delayed else self.enqueue(name, version)
+        remember_result(self, result)
+        if outbox or (not self.delayed and result is None):
             return
         file_queued.send(type(self), name=name, storage=self, version=version)
 
@@ -233,7 +257,7 @@ class QueuedStorage(QueuedStorageBase):
         or the message could not be sent. *cache_key* is accepted for
         compatibility and ignored: the key derives from the name.
         """
-        self.validate_name(name)
+        name = self.validate_name(name)
         # The ledger, when on, decides: not a cache entry that others may write.
         state = self.state.get(name, durable=True) or self.get_state(name)
         if state is None or state.is_deleted:
@@ -339,14 +363,25 @@ class QueuedStorage(QueuedStorageBase):
         """Delete *name* from both storages and mark it deleted.
 
         The state changes first, so that a transfer still in flight gives up
-        and removes what it uploaded.
+        and removes what it uploaded. A directory is handed to both storages'
+        ``delete()`` as it is; the states of the files below it follow.
         """
         name = self.relative_name(name)
+        state = self.state.get(name)
+        if state is None or not state.version:
+            # Not a file saved through this storage: perhaps a directory.
+            below = directories.files_below((self.local, self.remote), name)
+            if below is not None:
+                self._delete_directory(name, below)
+                return
         self.state.forget(name)
         logger.info(
             "Deleting %r from both storages.", name,
             extra={"file_name": name, "storage": self.reference, "status": "deleted"},
         )  # fmt: skip
+        self._delete_from_both(name)
+
+    def _delete_from_both(self, name: str) -> None:
         errors = []
         for storage in (self.local, self.remote):
             try:
@@ -355,6 +390,40 @@ class QueuedStorage(QueuedStorageBase):
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+    def _delete_directory(self, name: str, below: set[str]) -> None:
+        """Delete the directory *name*, then keep the states below it true.
+
+        Each storage does what its own ``delete()`` does with a directory. A
+        file below it whose copy in use is gone afterwards is marked deleted
+        and its other copy removed; a file still there keeps its state. The
+        directory's own name gets no deleted mark, which would hide files
+        saved below it later.
+        """
+        logger.info(
+            "Deleting the directory %r from both storages.", name,
+            extra={"file_name": name, "storage": self.reference},
+        )  # fmt: skip
+        try:
+            self._delete_from_both(name)
+        finally:
+            self.state.drop(name)
+            states = self.state.get_many(sorted(below))
+            for path, state in states.items():
+                if state is None or state.is_deleted:
+                    continue
+                serving = self.remote if state.is_remote else self.local
+                if serving.exists(path):
+                    continue
+                self.state.forget(path)
+                other = self.local if state.is_remote else self.remote
+                try:
+                    other.delete(path)
+                except Exception as exc:
+                    logger.warning(
+                        "Could not remove the other copy of %r: %s", path, exc,
+                        extra={"file_name": path, "storage": self.reference},
+                    )  # fmt: skip
 
 
 #: How many names a save tries when other saves keep taking them.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable
 from functools import cached_property
@@ -169,6 +170,9 @@ class QueuedStorageBase(LocalPlace, Storage):
                 raise ImproperlyConfigured(
                     f"{name}'s {option} must be a {kind.__name__}, not {value!r}."
                 )
+        # Each instance answers with the options it was given (or the class's).
+        self.local_options = self._options["local"]
+        self.remote_options = self._options["remote"]
         if cache_prefix is not None:
             self.cache_prefix = cache_prefix
         if delayed is not None:
@@ -257,7 +261,13 @@ class QueuedStorageBase(LocalPlace, Storage):
         return self.state.key(name)
 
     def validate_name(self, name: Any) -> str:
-        """Return *name* if it is safe for both storages, else raise."""
+        """Return *name* if it is safe for both storages, else raise.
+
+        A path object (``pathlib.PurePosixPath("a/b.txt")``), which Django's
+        storages accept, is returned as a string.
+        """
+        if isinstance(name, os.PathLike):
+            name = os.fspath(name)
         limit = 1024
         location = getattr(self.remote, "location", "")
         if isinstance(location, str) and location and "://" not in location:

@@ -36,7 +36,7 @@ def queued_storages(errors: list[Any] | None = None) -> Iterable[Any]:
     seen: set[int] = set()
     for model in apps.get_models():
         for field in model._meta.get_fields():
-            storage = getattr(field, "storage", None)
+            storage = _unwrapped(getattr(field, "storage", None))
             if isinstance(storage, QueuedStorageBase) and id(storage) not in seen:
                 seen.add(id(storage))
                 yield storage
@@ -57,6 +57,21 @@ def queued_storages(errors: list[Any] | None = None) -> Iterable[Any]:
         if id(storage) not in seen:
             seen.add(id(storage))
             yield storage
+
+
+def _unwrapped(storage: Any) -> Any:
+    """Return the storage a ``LazyObject`` wraps, without building it.
+
+    ``isinstance()`` on a lazy object builds what it wraps, which may be
+    slow, fail, or be meant for later. One not built yet is passed over: the
+    checks see a queued storage that a lazy object wraps once it is built.
+    """
+    from django.utils.functional import LazyObject, empty
+
+    if not issubclass(type(storage), LazyObject):
+        return storage
+    wrapped = object.__getattribute__(storage, "_wrapped")
+    return None if wrapped is empty else wrapped
 
 
 @register(Tags.caches)

@@ -9,8 +9,12 @@ class QueuedStorageError(Exception):
     """Base class of the package's runtime errors."""
 
 
-class InvalidFileName(SuspiciousFileOperation):
-    """A file name was refused before anything was written."""
+class InvalidFileName(SuspiciousFileOperation, ValueError):
+    """A file name was refused before anything was written.
+
+    It is a ``ValueError`` too, which Django's own storages raise for a
+    missing name (``delete(None)``), so code written against them catches it.
+    """
 
 
 class TransferError(QueuedStorageError):

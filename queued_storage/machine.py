@@ -161,10 +161,14 @@ class FileTransfer:
             reason = "the transfer returned False"
             return self.retry_later(queued, name, moving, reason, owner)
         checksum = getattr(done, "checksum", "")
+        done_state = moving.evolve(status=Status.TRANSFERRED, error="")
+        uploaded = getattr(done, "size", None)
+        if isinstance(uploaded, int) and not isinstance(uploaded, bool):
+            # What reached the remote is what size() reports from now on.
+            done_state = done_state.evolve(size=uploaded)
         if not queued.state.compare_and_set(
-            name, version, moving.evolve(status=Status.TRANSFERRED, error=""),
-            checksum=checksum, owner=owner,
-        ):  # fmt: skip
+            name, version, done_state, checksum=checksum, owner=owner
+        ):
             return self.discard(queued, name, extra)
         if queued.overwrites and not self.recheck(queued, name, checksum):
             return False

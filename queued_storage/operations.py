@@ -7,10 +7,9 @@ the admin actions and the periodic task.
 from __future__ import annotations
 
 import logging
-import posixpath
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,6 +21,7 @@ from . import registry
 from .backends import QueuedStorage
 from .base import QueuedStorageBase
 from .conf import settings
+from .directories import walk
 from .exceptions import UnknownStorage
 from .state import FileState, StateStore, Status, name_hash
 from .transfer import transfer_file
@@ -169,18 +169,6 @@ def reconcile(
     if queued:
         logger.warning("Reconcile queued %d stale transfers again.", len(queued))
     return queued
-
-
-def walk(storage: Any, path: str = "") -> Iterator[str]:
-    """Yield the name of every file below *path* in *storage*."""
-    try:
-        dirs, files = storage.listdir(path)
-    except FileNotFoundError:
-        return
-    for name in sorted(files):
-        yield posixpath.join(path, name) if path else name
-    for directory in sorted(dirs):
-        yield from walk(storage, posixpath.join(path, directory) if path else directory)
 
 
 def untracked(queued: QueuedStorageBase) -> list[str]:

@@ -393,6 +393,15 @@ class StateStore:
         except Exception as exc:
             logger.warning("Cache unavailable, entries not removed: %s", exc)
 
+    def drop(self, name: str) -> None:
+        """Remove whatever is recorded for *name*, leaving no deleted mark."""
+        if self.ledger:
+            self._rows().filter(name_hash=name_hash(name)).delete()
+        try:
+            self.cache.delete(self.key(name))
+        except Exception as exc:
+            logger.warning("Cache unavailable, state not removed: %s", exc)
+
     def forget(self, name: str) -> None:
         """Mark *name* deleted, so that a task still in flight gives up."""
         tombstone = FileState(Status.DELETED)

@@ -277,3 +277,42 @@ def test_broker_checks_leave_a_setting_that_is_no_number_to_e005(celery_conf):
         QUEUED_STORAGE_MESSAGE_MAX_AGE="1d", QUEUED_STORAGE_RETRY_COUNTDOWN_MAX="5m"
     ):
         assert broker_ids() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [
+        ("memory://", True),
+        ("redis://localhost:6379/0", True),
+        ("redis://127.0.0.1/0", True),
+        ("amqp://[::1]:5672//", True),
+        ("redis://broker.internal:6379/0", False),
+        ("amqp://user:pw@10.0.0.5//", False),
+    ],
+)
+def test_brokers_on_this_host_are_told_apart(url, local):
+    assert checks._broker_is_local(url) is local
+
+
+def test_remote_workers_warning_passes_over_a_storage_that_cannot_be_built(celery_app):
+    from django.core.files.storage import storages
+
+    bad = {
+        "BACKEND": "queued_storage.backends.QueuedStorage",
+        "OPTIONS": {"local": "no.such.Storage", "remote": "remote_s3"},
+    }
+    old = celery_app.conf.broker_url
+    celery_app.conf.broker_url = "redis://broker.internal:6379/0"
+    try:
+        with override_settings(STORAGES={**storages.backends, "broken": bad}):
+            warned = checks.check_local_reachable()
+            errors = ids(checks.check_storages())
+    finally:
+        celery_app.conf.broker_url = old
+    assert "queued_storage.E002" in errors
+    assert all("'broken'" not in message.msg for message in warned)
+
+
+def test_ledger_check_skips_a_database_it_was_not_asked_about():
+    assert checks.check_ledger(databases=["other"]) == []
+    assert checks.check_ledger(databases=None) == []
