@@ -132,11 +132,9 @@ def test_a_retry_of_a_file_saved_again_gives_way(storage):
 
 
 def test_a_retry_is_scheduled_while_tries_are_left(storage):
-    from celery.exceptions import Retry
-
     name = storage.save("later.txt", ContentFile(b"x"))
-    with override_settings(QUEUED_STORAGE_RETRIES=3), pytest.raises(Retry):
-        run(storage, name, result=False)
+    with override_settings(QUEUED_STORAGE_RETRIES=3):
+        assert run(storage, name, result=False) is False
     state = storage.get_state(name)
     assert state.status == Status.PENDING
     assert state.error == "the transfer returned False"
@@ -173,13 +171,14 @@ def test_an_older_upload_landing_last_is_queued_again(tmp_path):
         remote_options={"location": str(tmp_path / "r"), "allow_overwrite": True},
     )  # fmt: skip
     name = storage.save("v.txt", ContentFile(b"first"))
-    assert Transfer().recheck(storage, name) is True  # Not remote: nothing to compare.
+    machine = Transfer().machine()
+    assert machine.recheck(storage, name) is True  # Not remote: nothing to compare.
     assert run(storage, name) is True
-    assert Transfer().recheck(storage, name) is True  # The remote copy matches.
+    assert machine.recheck(storage, name) is True  # The remote copy matches.
     version = storage.get_state(name).version
     # An older upload of the same name lands on the remote after this one.
     storage.remote.save(name, ContentFile(b"older!"))
-    assert Transfer().recheck(storage, name) is False
+    assert machine.recheck(storage, name) is False
     state = storage.get_state(name)
     assert state.status == Status.PENDING and state.version != version
     with storage.open(name) as handle:  # Served from the local copy again.
