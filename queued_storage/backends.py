@@ -67,7 +67,7 @@ class QueuedStorage(QueuedStorageBase):
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         """Return a name free on both storages, based on *name*."""
-        self.validate_name(name)
+        name = self.validate_name(name)
         return self.validate_name(super().get_available_name(name, max_length))
 
     def get_valid_name(self, name: str) -> str:
@@ -164,7 +164,7 @@ class QueuedStorage(QueuedStorageBase):
         or the message could not be sent. *cache_key* is accepted for
         compatibility and ignored: the key derives from the name.
         """
-        self.validate_name(name)
+        name = self.validate_name(name)
         state = self.get_state(name)
         if state is None or state.is_deleted:
             raise FileNotFoundError(f"{name!r} is not in {type(self).__name__}.")
@@ -195,16 +195,19 @@ class QueuedStorage(QueuedStorageBase):
     # Reading ---------------------------------------------------------------
 
     def open(self, name: str, mode: str = "rb") -> File:
-        return self.get_storage(self.validate_name(name)).open(name, mode)
+        name = self.validate_name(name)
+        return self.get_storage(name).open(name, mode)
 
     def exists(self, name: str) -> bool:
-        state = self.get_state(self.validate_name(name))
+        name = self.validate_name(name)
+        state = self.get_state(name)
         if state is None or state.is_deleted:
             return False
         return state.is_remote or self.local.exists(name)
 
     def size(self, name: str) -> int:
-        state = self.get_state(self.validate_name(name))
+        name = self.validate_name(name)
+        state = self.get_state(name)
         if state is not None and state.is_remote and state.size is not None:
             return state.size
         return self.get_storage(name).size(name)
@@ -215,12 +218,17 @@ class QueuedStorage(QueuedStorageBase):
 
     def urls(self, names: Iterable[str]) -> dict[str, str]:
         """Return the URL of each of *names*, with one cache round trip."""
-        states = self.get_states([self.validate_name(name) for name in names])
+        # Keyed by the names as given, looked up by their checked forms.
+        checked = {name: self.validate_name(name) for name in names}
+        states = self.get_states(set(checked.values()))
         remote, local = self._url_of(self.remote), self.local.url
-        return {
-            name: (remote if s is not None and s.is_remote else local)(name)
-            for name, s in states.items()
-        }
+        urls = {}
+        for name, key in checked.items():
+            state = states[key]
+            urls[name] = (remote if state is not None and state.is_remote else local)(
+                key
+            )
+        return urls
 
     def _url_of(self, storage: Any) -> Callable[[str], str]:
         """Return the ``url`` function of *storage*, or a faster equivalent."""
@@ -229,7 +237,8 @@ class QueuedStorage(QueuedStorageBase):
         return storage.url
 
     def path(self, name: str) -> str:
-        return self.get_storage(self.validate_name(name)).path(name)
+        name = self.validate_name(name)
+        return self.get_storage(name).path(name)
 
     def listdir(self, path: str) -> tuple[list[str], list[str]]:
         """List *path* on both storages, without duplicates."""
@@ -245,13 +254,16 @@ class QueuedStorage(QueuedStorageBase):
         return list(dirs), list(files)
 
     def get_accessed_time(self, name: str) -> Any:
-        return self.get_storage(self.validate_name(name)).get_accessed_time(name)
+        name = self.validate_name(name)
+        return self.get_storage(name).get_accessed_time(name)
 
     def get_created_time(self, name: str) -> Any:
-        return self.get_storage(self.validate_name(name)).get_created_time(name)
+        name = self.validate_name(name)
+        return self.get_storage(name).get_created_time(name)
 
     def get_modified_time(self, name: str) -> Any:
-        return self.get_storage(self.validate_name(name)).get_modified_time(name)
+        name = self.validate_name(name)
+        return self.get_storage(name).get_modified_time(name)
 
     # Deleting --------------------------------------------------------------
 
@@ -261,7 +273,7 @@ class QueuedStorage(QueuedStorageBase):
         The state changes first, so that a transfer still in flight gives up
         and removes what it uploaded.
         """
-        self.validate_name(name)
+        name = self.validate_name(name)
         self.state.forget(name)
         logger.info(
             "Deleting %r from both storages.", name,
