@@ -101,7 +101,7 @@ class QueuedStorage(QueuedStorageBase):
             raise
         name = self.validate_name(saved)
         version = secrets.token_hex(8)
-        size = getattr(content, "size", None)
+        size = self._written_size(name, content)
         content_type = _content_type(content)
         state = FileState(Status.PENDING, version, size, content_type=content_type)
         outbox = self.uses_outbox()
@@ -110,6 +110,18 @@ class QueuedStorage(QueuedStorageBase):
             lambda: self._queued(name, version, outbox), using=self.state.db
         )
         return name
+
+    def _written_size(self, name: str, content: Any) -> int | None:
+        """Return the size of the local copy just written as *name*.
+
+        The worker refuses to upload a local copy of another size, so the size
+        recorded is what the local storage wrote, not what *content* claims (a
+        ``ContentFile`` of text counts characters, not bytes).
+        """
+        try:
+            return int(self.local.size(name))
+        except Exception:
+            return getattr(content, "size", None)
 
     def uses_outbox(self) -> bool:
         """Return whether a save leaves its transfer message to the dispatcher."""

@@ -79,3 +79,27 @@ def validate_name(name: object, *, max_bytes: int = MAX_NAME_BYTES) -> str:
                 name, f"a path segment is over {MAX_SEGMENT_BYTES} bytes long"
             )
     return name
+
+
+def printable(text: str) -> str:
+    """Return *text* with every character a terminal could act on escaped.
+
+    Control characters (terminal escape sequences start with ESC), invisible
+    format characters, separators and undecodable bytes (lone surrogates)
+    become ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``, and a backslash is
+    doubled, so that what an operator reads is what the name holds.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
