@@ -111,3 +111,14 @@ def test_a_lowered_limit_refuses_one_statement_of_every_name(site):
     names = [f"{i}.txt" for i in range(100)]
     with sqlite_parameter_limit(60), pytest.raises(OperationalError, match="too many"):
         list(StoredFile.objects.filter(name__in=names))
+
+
+def test_import_report_keeps_counts_and_only_the_first_problems():
+    from queued_storage.operations import REPORT_LIMIT, ImportReport
+
+    report = ImportReport()
+    for i in range(REPORT_LIMIT + 5):
+        report.refuse(f"link-{i}", "a symbolic link, not followed")
+        report.fail(f"file-{i}", "OSError: broken")
+    assert (report.refusals, report.failures) == (REPORT_LIMIT + 5,) * 2
+    assert len(report.refused) == len(report.failed) == REPORT_LIMIT
