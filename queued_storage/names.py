@@ -51,15 +51,17 @@ def validate_name(name: object, *, max_bytes: int = MAX_NAME_BYTES) -> str:
     if len(name) > 4 * max_bytes:
         # Not worth normalizing: no normal form of it fits.
         raise _refuse(name[:64] + "...", f"it is over {max_bytes} bytes long")
+    bad = _CONTROL.search(name)
+    if bad:
+        raise _refuse(name, f"it contains the control character {bad.group()!r}")
+    # Every rule below holds for the form that is stored (a few characters,
+    # such as U+037E, become ASCII punctuation in NFC).
+    name = unicodedata.normalize("NFC", name)
     if "\\" in name:
         raise _refuse(name, "backslashes are not allowed, use '/'")
     drive = len(name) > 1 and name[1] == ":" and name[0].isascii() and name[0].isalpha()
     if name.startswith("/") or drive:
         raise _refuse(name, "absolute paths are not allowed")
-    bad = _CONTROL.search(name)
-    if bad:
-        raise _refuse(name, f"it contains the control character {bad.group()!r}")
-    name = unicodedata.normalize("NFC", name)
     for char in name:
         if unicodedata.category(char) in _INVISIBLE:
             raise _refuse(

@@ -96,12 +96,16 @@ def follows_no_links(local: Storage) -> bool:
     """Return whether :func:`open_local` opens *local*'s files link by link.
 
     That is the case for Django's ``FileSystemStorage`` and subclasses that
-    open files as it does, on systems that can open relative to a folder.
+    find and open files as it does, on systems that can open relative to a
+    folder.
     """
+    cls = type(local)
     return (
         isinstance(local, FileSystemStorage)
-        and getattr(type(local), "_open", None)
-        is getattr(FileSystemStorage, "_open", None)
+        and all(
+            getattr(cls, method, None) is getattr(FileSystemStorage, method, None)
+            for method in ("_open", "path")
+        )
         and os.open in os.supports_dir_fd
         and bool(getattr(os, "O_NOFOLLOW", 0))
     )
