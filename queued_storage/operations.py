@@ -221,11 +221,13 @@ class ImportReport:
     refused: dict[str, str] = field(default_factory=dict)
 
     def fail(self, name: str, reason: str) -> None:
+        """Count a file whose transfer failed, with the *reason*."""
         self.failures += 1
         if len(self.failed) < REPORT_LIMIT:
             self.failed[name] = reason
 
     def refuse(self, name: str, reason: str) -> None:
+        """Count an entry the walk left out, with the *reason*."""
         self.refusals += 1
         if len(self.refused) < REPORT_LIMIT:
             self.refused[name] = reason
