@@ -156,7 +156,9 @@ def _open_below(parent: int, part: str, flags: int, name: str) -> int:
     try:
         return os.open(part, flags, dir_fd=parent)
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.EMLINK):
+        # Linux says ENOTDIR for a link opened as a folder, ELOOP for one
+        # opened as a file; FreeBSD says EMLINK.
+        if exc.errno in (errno.ELOOP, errno.EMLINK) or _is_link(parent, part):
             raise LocalFileUnsafe(
                 f"The local copy of {name!r} is a symbolic link or is reached "
                 "through one; it was not uploaded. Links inside the local "
@@ -266,3 +268,12 @@ def verify_size(name: str, remote_size: Any, size: int) -> None:
             f"The remote copy of {name!r} has {remote_size} bytes, "
             f"the local one {size}."
         )
+
+
+def _is_link(parent: int, part: str) -> bool:
+    """Return whether *part*, in the folder open as *parent*, is a link."""
+    try:
+        info = os.stat(part, dir_fd=parent, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISLNK(info.st_mode)
