@@ -104,7 +104,7 @@ def follows_no_links(local: Storage) -> bool:
         isinstance(local, FileSystemStorage)
         and all(
             getattr(cls, method, None) is getattr(FileSystemStorage, method, None)
-            for method in ("_open", "path")
+            for method in ("open", "_open", "path")
         )
         and os.open in os.supports_dir_fd
         and bool(getattr(os, "O_NOFOLLOW", 0))
