@@ -312,12 +312,17 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
 
     def urls(self, names: Iterable[str]) -> dict[str, str]:
         """Return the URL of each of *names*, with one cache round trip."""
-        states = self.get_states([self.validate_name(name) for name in names])
+        # Keyed by the names as given, looked up by their checked forms.
+        checked = {name: self.validate_name(name) for name in names}
+        states = self.get_states(set(checked.values()))
         remote, local = self._url_of(self.remote), self.local.url
-        return {
-            name: (remote if s is not None and s.is_remote else local)(name)
-            for name, s in states.items()
-        }
+        urls = {}
+        for name, key in checked.items():
+            state = states[key]
+            urls[name] = (remote if state is not None and state.is_remote else local)(
+                key
+            )
+        return urls
 
     def _url_of(self, storage: Any) -> Callable[[str], str]:
         """Return the ``url`` function of *storage*, or a faster equivalent."""

@@ -10,11 +10,12 @@ then brings the states of the files below it in line with what is left.
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterator
 from typing import Any
 
 from django.core.files.storage import FileSystemStorage, InMemoryStorage
+
+from . import tree
 
 #: Storages whose ``listdir()`` refuses a file, so that a listing that works
 #: on a name that exists proves a directory, even an empty one. Object stores
@@ -23,15 +24,13 @@ _LISTDIR_REFUSES_FILES = (FileSystemStorage, InMemoryStorage)
 
 
 def walk(storage: Any, path: str = "") -> Iterator[str]:
-    """Yield the name of every file below *path* in *storage*."""
-    try:
-        dirs, files = storage.listdir(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for name in sorted(files):
-        yield posixpath.join(path, name) if path else name
-    for directory in sorted(dirs):
-        yield from walk(storage, posixpath.join(path, directory) if path else directory)
+    """Yield the name of every file below *path* in *storage*.
+
+    Symbolic links are not followed (see :func:`queued_storage.tree.walk`):
+    a ``loop -> .`` link in a directory being deleted cannot make this
+    walk endless, nor reach files outside the storage.
+    """
+    return tree.walk(storage, path)
 
 
 def is_directory(storage: Any, name: str) -> bool:

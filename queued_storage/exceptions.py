@@ -30,6 +30,18 @@ class LocalFileMissing(TransferError):
     retryable = False
 
 
+class LocalFileChanged(TransferError):
+    """The local copy no longer has the size recorded when it was saved."""
+
+    retryable = False
+
+
+class LocalFileUnsafe(TransferError):
+    """The local copy is a symbolic link, or reached through one, or no file."""
+
+    retryable = False
+
+
 class RemoteConflict(TransferError):
     """The remote already holds a different object under the file's name."""
 

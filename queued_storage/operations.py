@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -17,11 +17,11 @@ from typing import Any
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from . import registry
+from . import registry, tree
 from .backends import QueuedStorage
 from .base import QueuedStorageBase
+from .batching import batched
 from .conf import settings
-from .directories import walk
 from .exceptions import UnknownStorage
 from .state import FileState, StateStore, Status, name_hash
 from .transfer import transfer_file
@@ -77,14 +77,25 @@ def retry_failed(
     )
     if storage:
         rows = rows.filter(storage=storage)
-    if names is not None:
-        rows = rows.filter(name__in=names)
     queued = []
-    for row in rows.iterator():
+    for row in _rows_named(rows, names):
         target = resolve_reference(row.storage, row.name)
         if target is not None and target.transfer(row.name) is not None:
             queued.append(row.name)
     return queued
+
+
+def _rows_named(rows: Any, names: list[str] | None) -> Iterator[Any]:
+    """Yield the *rows* whose name is one of *names* (all with ``None``).
+
+    The names are looked up a batch at a time: a list as long as a user
+    likes does not fit in one SQL statement.
+    """
+    if names is None:
+        yield from rows.iterator()
+        return
+    for batch in batched(dict.fromkeys(names)):
+        yield from rows.filter(name__in=batch).iterator()
 
 
 def resolve_reference(reference: str, name: str) -> QueuedStorage | None:
@@ -171,11 +182,32 @@ def reconcile(
     return queued
 
 
-def untracked(queued: QueuedStorageBase) -> list[str]:
-    """Return the local files of *queued* that the ledger has no row for."""
+def walk(
+    storage: Any, path: str = "", skipped: tree.Skipped | None = None
+) -> Iterator[str]:
+    """Yield the name of every regular file below *path* in *storage*.
+
+    Symbolic links are not followed; see :func:`queued_storage.tree.walk`.
+    """
+    return tree.walk(storage, path, skipped=skipped)
+
+
+def untracked(
+    queued: QueuedStorageBase, skipped: tree.Skipped | None = None
+) -> Iterator[str]:
+    """Yield the local files of *queued* that the ledger has no row for.
+
+    Entries the walk leaves out (links, special files, names the storage
+    refuses, folders it cannot read) go to *skipped* with the reason.
+    """
     rows = _model().objects.filter(storage=queued.reference)
-    known = set(rows.values_list("name_hash", flat=True))
-    return [name for name in walk(queued.local) if name_hash(name) not in known]
+    names = tree.walk(queued.local, validate=queued.validate_name, skipped=skipped)
+    for batch in batched(names):
+        hashes = {name_hash(name): name for name in batch}
+        known = set(
+            rows.filter(name_hash__in=list(hashes)).values_list("name_hash", flat=True)
+        )
+        yield from (name for digest, name in hashes.items() if digest not in known)
 
 
 @dataclass
@@ -187,10 +219,8 @@ class Mismatch:
 def verify(queued: QueuedStorageBase, names: list[str] | None = None) -> list[Mismatch]:
     """Compare transferred files' remote copies with the ledger and local copies."""
     rows = _model().objects.filter(storage=queued.reference, status=Status.TRANSFERRED)
-    if names is not None:
-        rows = rows.filter(name__in=names)
     problems = []
-    for row in rows.iterator():
+    for row in _rows_named(rows, names):
         try:
             remote_size = queued.remote.size(row.name)
         except Exception as exc:  # A missing object raises differently per backend.
@@ -210,11 +240,37 @@ def verify(queued: QueuedStorageBase, names: list[str] | None = None) -> list[Mi
     return problems
 
 
+#: The most failed and left-out names an import report keeps (with their
+#: reasons); beyond it, only the counts grow.
+REPORT_LIMIT = 1000
+
+
 @dataclass
 class ImportReport:
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    """What an import did, in counts, with the reasons of the first problems."""
+
+    #: Files moved (or, in a dry run, that would be).
+    done: int = 0
+    #: Files already recorded as remote.
+    skipped: int = 0
+    #: Files whose transfer failed, and entries the walk left out.
+    failures: int = 0
+    refusals: int = 0
+    #: The first :data:`REPORT_LIMIT` of each, by name, with the reason.
     failed: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def fail(self, name: str, reason: str) -> None:
+        """Count a file whose transfer failed, with the *reason*."""
+        self.failures += 1
+        if len(self.failed) < REPORT_LIMIT:
+            self.failed[name] = reason
+
+    def refuse(self, name: str, reason: str) -> None:
+        """Count an entry the walk left out, with the *reason*."""
+        self.refusals += 1
+        if len(self.refused) < REPORT_LIMIT:
+            self.refused[name] = reason
 
 
 def bulk_import(
@@ -224,40 +280,58 @@ def bulk_import(
     rate: float | None = None,
     limit: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    found: Callable[[str], None] | None = None,
 ) -> ImportReport:
     """Move every file of *queued*'s local storage that is not yet remote.
 
     Files are transferred by this process, one by one, and recorded as they
     go, so an interrupted import resumes where it stopped. *rate* caps the
     files per second; *limit* the number of files handled in this run.
+    *found* is called with each file that is (or, in a dry run, would be)
+    moved. The local tree is walked lazily and looked up a batch at a time,
+    so memory does not grow with the number of files; symbolic links,
+    special files and names the storage refuses are left out and counted
+    in the report's ``refused``. *progress*, when given, is called for each
+    file with its number and the number of local files (counted first).
     """
     report = ImportReport()
-    names = list(walk(queued.local))
-    states = queued.state.get_many(names)
-    remote = {n for n, state in states.items() if state is not None and state.is_remote}
-    todo = [n for n in names if n not in remote]
-    report.skipped = [n for n in names if n in remote]
-    if limit is not None:
-        todo = todo[:limit]
+
+    def files() -> Iterator[str]:
+        return tree.walk(
+            queued.local, validate=queued.validate_name, skipped=report.refuse
+        )
+
+    total = sum(1 for _ in tree.walk(queued.local)) if progress else 0
     started = time.monotonic()
-    for index, name in enumerate(todo, 1):
-        if progress:
-            progress(index, len(todo), name)
-        if dry_run:
-            report.done.append(name)
-            continue
-        if rate:
-            delay = started + (index - 1) / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        try:
-            result = transfer_file(name, queued.local, queued.remote)
-        except Exception as exc:
-            report.failed[name] = f"{type(exc).__name__}: {exc}"
-            continue
-        state = FileState(Status.TRANSFERRED, secrets.token_hex(8), result.size)
-        queued.state.record(name, state)
-        report.done.append(name)
+    index = handled = 0
+    for batch in batched(files()):
+        states = queued.state.get_many(batch)
+        for name in batch:
+            index += 1
+            if progress:
+                progress(index, max(total, index), name)
+            state = states[name]
+            if state is not None and state.is_remote:
+                report.skipped += 1
+                continue
+            if limit is not None and handled >= limit:
+                return report
+            handled += 1
+            if not dry_run:
+                if rate:
+                    delay = started + (handled - 1) / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                try:
+                    result = transfer_file(name, queued.local, queued.remote)
+                except Exception as exc:
+                    report.fail(name, queued.redact(f"{type(exc).__name__}: {exc}"))
+                    continue
+                done = FileState(Status.TRANSFERRED, secrets.token_hex(8), result.size)
+                queued.state.record(name, done)
+            report.done += 1
+            if found:
+                found(name)
     return report
 
 

@@ -23,6 +23,7 @@ from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 
 from . import ledger_access
+from .batching import batched
 from .conf import settings
 from .ledger_sql import UPSERT_COLUMNS, statements
 from .status import FileState, Status
@@ -154,11 +155,19 @@ class StateStore:
         return self.get_many([name])[name]
 
     def get_many(self, names: Iterable[str]) -> dict[str, FileState | None]:
-        """Return the states of *names* with one cache round trip.
+        """Return the states of *names* with one cache round trip per batch.
 
         Names the cache misses are looked up in the ledger in one query and
-        put back in the cache together.
+        put back in the cache together. A long list is handled a batch of
+        :data:`~queued_storage.batching.BATCH_SIZE` names at a time, which
+        keeps each query under the database's limit on parameters.
         """
+        found: dict[str, FileState | None] = {}
+        for batch in batched(names):
+            found.update(self._get_batch(batch))
+        return found
+
+    def _get_batch(self, names: list[str]) -> dict[str, FileState | None]:
         keys = {name: self.key(name) for name in names}
         cached = self._cache_get_many(list(keys.values()))
         found: dict[str, FileState | None] = {}

@@ -7,14 +7,20 @@ or a test alike.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.files.storage import Storage
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, Storage
 
 from .exceptions import (
+    LocalFileChanged,
     LocalFileMissing,
+    LocalFileUnsafe,
     NameChanged,
     RemoteConflict,
     VerificationFailed,
@@ -49,10 +55,13 @@ def local_size(
     Return a finished :class:`TransferResult` instead when the local copy is
     gone but the remote holds the file (a ``TransferAndDelete`` may have
     removed it after the upload) with the *expected* size, when known; raise
-    otherwise.
+    otherwise. A local copy whose size is not the *expected* one was changed
+    or replaced since it was saved: it raises
+    :class:`~queued_storage.exceptions.LocalFileChanged`, and is not
+    uploaded.
     """
     try:
-        return local.size(name)
+        found = local.size(name)
     except (FileNotFoundError, OSError) as exc:
         if remote.exists(name):
             found = remote.size(name)
@@ -64,6 +73,99 @@ def local_size(
             "the web process that saved the file: share the volume, or route "
             "transfers to a queue per host (QUEUED_STORAGE_PER_HOST_QUEUE)."
         ) from exc
+    check_size(name, found, expected)
+    return found
+
+
+def check_size(name: str, found: int, expected: int | None) -> None:
+    """Raise unless the local copy's *found* size is the *expected* one."""
+    if expected is not None and found != expected:
+        raise LocalFileChanged(
+            f"The local copy of {name!r} has {found} bytes, but {expected} were "
+            "saved: it was changed or replaced after the save, and was not "
+            "uploaded. Save the file again to transfer its new content."
+        )
+
+
+#: Flags that make ``os.open()`` refuse a symbolic link instead of following it.
+_NO_FOLLOW = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_FOLDER = _NO_FOLLOW | getattr(os, "O_DIRECTORY", 0)
+
+
+def follows_no_links(local: Storage) -> bool:
+    """Return whether :func:`open_local` opens *local*'s files link by link.
+
+    That is the case for Django's ``FileSystemStorage`` and subclasses that
+    find and open files as it does, on systems that can open relative to a
+    folder.
+    """
+    cls = type(local)
+    return (
+        isinstance(local, FileSystemStorage)
+        and all(
+            getattr(cls, method, None) is getattr(FileSystemStorage, method, None)
+            for method in ("open", "_open", "path")
+        )
+        and os.open in os.supports_dir_fd
+        and bool(getattr(os, "O_NOFOLLOW", 0))
+    )
+
+
+def open_local(name: str, local: Storage, size: int) -> File:
+    """Open the local copy of *name*, which was measured at *size* bytes.
+
+    In a ``FileSystemStorage`` the path is opened one segment at a time
+    below the storage's root, refusing symbolic links (a link swapped in
+    after the save would have another file uploaded), then checked to be a
+    regular file of *size* bytes. Raise
+    :class:`~queued_storage.exceptions.LocalFileUnsafe` or
+    :class:`~queued_storage.exceptions.LocalFileChanged`. Other storages
+    open the file their own way.
+    """
+    if not (isinstance(local, FileSystemStorage) and follows_no_links(local)):
+        return local.open(name, "rb")
+    *folders, filename = name.split("/")
+    # The root itself may be a link, which the operator chose.
+    parent = os.open(local.location, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for folder in folders:
+            inner = _open_below(parent, folder, _FOLDER, name)
+            os.close(parent)
+            parent = inner
+        fd = _open_below(parent, filename, _NO_FOLLOW | os.O_NONBLOCK, name)
+    finally:
+        os.close(parent)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise LocalFileUnsafe(
+                f"The local copy of {name!r} is not a regular file; it was not "
+                "uploaded."
+            )
+        check_size(name, info.st_size, size)
+        os.set_blocking(fd, True)
+        opened = File(os.fdopen(fd, "rb"), name)
+    except BaseException:
+        os.close(fd)
+        raise
+    opened.size = info.st_size
+    return opened
+
+
+def _open_below(parent: int, part: str, flags: int, name: str) -> int:
+    try:
+        return os.open(part, flags, dir_fd=parent)
+    except OSError as exc:
+        # Linux says ENOTDIR for a link opened as a folder, ELOOP for one
+        # opened as a file; FreeBSD says EMLINK.
+        if exc.errno in (errno.ELOOP, errno.EMLINK) or _is_link(parent, part):
+            raise LocalFileUnsafe(
+                f"The local copy of {name!r} is a symbolic link or is reached "
+                "through one; it was not uploaded. Links inside the local "
+                "storage are never followed: a link placed there after the save "
+                "could have another file uploaded."
+            ) from exc
+        raise
 
 
 def conflict(name: str, remote: Storage) -> RemoteConflict:
@@ -122,7 +224,7 @@ def transfer_file(
             return TransferResult(name, size, uploaded=False)
         else:
             raise conflict(name, remote)
-    with local.open(name, "rb") as content:
+    with open_local(name, local, size) as content:
         if content_type:
             content.content_type = content_type
         stored = remote.save(name, content)
@@ -166,3 +268,12 @@ def verify_size(name: str, remote_size: Any, size: int) -> None:
             f"The remote copy of {name!r} has {remote_size} bytes, "
             f"the local one {size}."
         )
+
+
+def _is_link(parent: int, part: str) -> bool:
+    """Return whether *part*, in the folder open as *parent*, is a link."""
+    try:
+        info = os.stat(part, dir_fd=parent, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISLNK(info.st_mode)

@@ -34,7 +34,14 @@ from .s3_etags import (
     layout,
     local_etag,
 )
-from .transfer import TransferResult, _describe, conflict, local_size, verify_size
+from .transfer import (
+    TransferResult,
+    _describe,
+    conflict,
+    local_size,
+    open_local,
+    verify_size,
+)
 
 #: The most bytes of parts read ahead and in flight at once.
 IN_FLIGHT = 32 * MIB
@@ -268,7 +275,7 @@ def transfer(
     conditional = conditional and _supports_if_none_match(client)
     config = remote.transfer_config
     single, part_size = layout(size, config)
-    with local.open(name, "rb") as content:
+    with open_local(name, local, size) as content:
         if content_type:
             content.content_type = content_type
         target = S3Object(

@@ -178,7 +178,7 @@ def test_generated_names_stay_inside_the_roots_and_round_trip(name):
         remote_options={"location": str(remote)},
     )
     try:
-        validate_name(name)
+        stored = validate_name(name)  # The NFC form of the name.
     except InvalidFileName:
         accepted = False
     else:
@@ -203,7 +203,7 @@ def test_generated_names_stay_inside_the_roots_and_round_trip(name):
         assert all_files(work) == []
         return
     assert accepted
-    assert saved == name
+    assert saved == stored
     version = storage.get_state(saved).version
     assert version
     assert Transfer().run(
@@ -211,7 +211,7 @@ def test_generated_names_stay_inside_the_roots_and_round_trip(name):
     )
     assert storage.using_remote(saved)
     files = all_files(work)
-    assert files == sorted([local / name, remote / name])
-    assert (remote / name).read_bytes() == b"data"
+    assert files == sorted([local / stored, remote / stored])
+    assert (remote / stored).read_bytes() == b"data"
     storage.delete(saved)
     assert all_files(work) == []

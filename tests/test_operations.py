@@ -141,17 +141,17 @@ def remote_count(s3_client, prefix):
 
 def test_import_dry_run_moves_nothing(import_storage, s3_client):
     report = operations.bulk_import(import_storage, dry_run=True)
-    assert len(report.done) == 40
+    assert report.done == 40
     assert remote_count(s3_client, import_storage.remote.location) == 0
     assert not StoredFile.objects.filter(storage=import_storage.reference).exists()
 
 
 def test_import_resumes_after_an_interruption(import_storage, s3_client):
     first = operations.bulk_import(import_storage, limit=15)
-    assert len(first.done) == 15
+    assert first.done == 15
     assert remote_count(s3_client, import_storage.remote.location) == 15
     second = operations.bulk_import(import_storage)
-    assert len(second.skipped) == 15 and len(second.done) == 25
+    assert second.skipped == 15 and second.done == 25
     assert remote_count(s3_client, import_storage.remote.location) == 40
     assert all(import_storage.using_remote(f"d{i % 4}/f{i}.txt") for i in range(40))
     rows = StoredFile.objects.filter(storage=import_storage.reference)

@@ -7,16 +7,53 @@ filesystem transport). All of it lives under ``var/`` (or ``EXAMPLE_VAR_DIR``).
 The remote storage is a second folder served at ``/media/remote/``, standing in
 for a cloud bucket. Set ``EXAMPLE_S3_BUCKET`` (and ``EXAMPLE_S3_ENDPOINT_URL``
 for an S3-compatible server other than AWS) to send the files to S3 instead.
+
+NOT FOR DEPLOYMENT. This is a demo for one person on 127.0.0.1: Django's
+development server, SQLite, a broker of folders, uploads open to anyone who
+reaches the page. The settings that matter for safety come from the
+environment: ``EXAMPLE_SECRET_KEY`` (else a random key kept in
+``var/secret-key``, never a key written in this file) and ``EXAMPLE_DEBUG``
+(off unless set to 1). Uploads are capped at ``EXAMPLE_MAX_UPLOAD_BYTES``,
+and served as downloads unless they are plain images or text
+(``exampleproject/serving.py``).
 """
 
 import os
+import secrets
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("EXAMPLE_VAR_DIR", BASE_DIR / "var")).resolve()
 
-SECRET_KEY = os.environ.get("EXAMPLE_SECRET_KEY", "example-only-not-a-secret")
-DEBUG = os.environ.get("EXAMPLE_DEBUG", "1") == "1"
+
+def _secret_key() -> str:
+    """Return EXAMPLE_SECRET_KEY, or this run's random key, shared by its processes.
+
+    The web server and the worker must share the key: it signs the transfer
+    messages.
+    """
+    if os.environ.get("EXAMPLE_SECRET_KEY"):
+        return os.environ["EXAMPLE_SECRET_KEY"]
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    path = VAR_DIR / "secret-key"
+    if not path.exists():
+        # Written aside, then linked into place: the first process to get
+        # there wins, and no process ever reads a half-written key.
+        draft = VAR_DIR / f"secret-key.{os.getpid()}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = os.environ.get("EXAMPLE_DEBUG", "0") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
 INSTALLED_APPS = [
@@ -71,6 +108,11 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"
 
+# The largest upload the gallery takes, per file and per request; larger
+# requests are refused before their body is read.
+EXAMPLE_MAX_UPLOAD_BYTES = int(os.environ.get("EXAMPLE_MAX_UPLOAD_BYTES", 5 * 2**20))
+DATA_UPLOAD_MAX_NUMBER_FILES = 10
+
 MEDIA_URL = "/media/"
 LOCAL_MEDIA_ROOT = VAR_DIR / "local"
 REMOTE_MEDIA_ROOT = VAR_DIR / "remote"
@@ -88,6 +130,9 @@ if S3_BUCKET:
             "secret_key": os.environ.get("EXAMPLE_S3_SECRET_ACCESS_KEY") or None,
             "location": "example",
             "file_overwrite": False,
+            # Opened from the bucket, an upload is downloaded, not shown as
+            # a page (an <img> still shows an image).
+            "object_parameters": {"ContentDisposition": "attachment"},
         },
     }
 else:

@@ -2,12 +2,15 @@
 
 Both storages of the example are folders; Django serves them here so that the
 example needs no other web server. A real site serves its local folder with
-its web server and its remote storage from the cloud.
+its web server and its remote storage from the cloud, with the same care as
+:mod:`exampleproject.serving`: uploads from strangers are never pages of the
+site's origin.
 """
 
 from django.conf import settings
 from django.urls import include, path, re_path
-from django.views.static import serve
+
+from .serving import serve_safely as serve
 
 urlpatterns = [
     re_path(

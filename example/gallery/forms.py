@@ -1,6 +1,7 @@
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -18,7 +19,14 @@ class MultipleFileField(forms.FileField):
         items = list(data) if isinstance(data, (list, tuple)) else [data]
         # No file at all is one missing file, which a required field refuses.
         clean_one = super().clean
-        return [clean_one(item, initial) for item in items or [None]]
+        files = [clean_one(item, initial) for item in items or [None]]
+        limit = settings.EXAMPLE_MAX_UPLOAD_BYTES
+        for item in files:
+            if item is not None and item.size > limit:
+                raise forms.ValidationError(
+                    f"{item.name} is larger than {limit} bytes.", code="too_large"
+                )
+        return files
 
 
 class UploadForm(forms.Form):

@@ -4,7 +4,7 @@ import posixpath
 from typing import Any
 
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -35,6 +35,12 @@ def describe(uploads: list[Upload]) -> list[dict[str, Any]]:
 
 
 def describe_one(upload: Upload, state: Any) -> dict[str, Any]:
+    """Return what anyone may see of *upload*.
+
+    The page and its feed are public: a transfer's error text (with server
+    paths, hosts, exception details) stays in the worker's log and the
+    ledger, and the page only says that an attempt failed.
+    """
     storage = upload.file.storage
     name = upload.file.name
     status = str(state.status) if state is not None else "missing"
@@ -55,7 +61,7 @@ def describe_one(upload: Upload, state: Any) -> dict[str, Any]:
         "status": status,
         "label": label,
         "help": help_text,
-        "error": state.error if state is not None else "",
+        "error": FAILED_ATTEMPT if state is not None and state.error else "",
         "attempts": state.attempts if state is not None else 0,
         "url": url,
         "served_from": served_from,
@@ -64,6 +70,10 @@ def describe_one(upload: Upload, state: Any) -> dict[str, Any]:
         "uploaded": upload.uploaded.isoformat(),
         "retry_url": reverse("gallery:retry", args=[upload.pk]),
     }
+
+
+#: What the public page says of a failed attempt, in place of its error text.
+FAILED_ATTEMPT = "The last attempt failed; the worker's log has the details."
 
 
 def latest_uploads() -> list[dict[str, Any]]:
@@ -87,6 +97,14 @@ def storage_names() -> tuple[str, str]:
 def index(request: HttpRequest) -> HttpResponse:
     """Show the form and the table; on POST, store each file sent."""
     if request.method == "POST":
+        limit = settings.EXAMPLE_MAX_UPLOAD_BYTES
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
+            # Refused before the body is read: nothing is written to disk.
+            return HttpResponse(
+                f"Uploads are limited to {limit} bytes.",
+                status=413,
+                content_type="text/plain",
+            )
         form = UploadForm(request.POST, request.FILES)
         if form.is_valid():
             created = []
@@ -122,12 +140,23 @@ def uploads_json(request: HttpRequest) -> JsonResponse:
 
 @require_POST
 def retry(request: HttpRequest, pk: int) -> HttpResponse:
-    """Put the transfer of an upload on the queue again."""
+    """Put the transfer of a failed upload on the queue again.
+
+    A POST with the CSRF token of the page, for a file whose transfer has
+    failed: anything else is refused with 409 and queues nothing. The file
+    is then pending again, so each failure allows one retry, however often
+    the button is pressed.
+    """
     upload = get_object_or_404(Upload, pk=pk)
-    try:
-        upload.file.storage.transfer(upload.file.name)
-    except FileNotFoundError as exc:
-        raise Http404(str(exc)) from exc
+    storage, name = upload.file.storage, upload.file.name
+    state = storage.get_state(name)
+    if state is None or state.status != "failed":
+        return HttpResponse(
+            "Only a failed transfer can be retried.",
+            status=409,
+            content_type="text/plain",
+        )
+    storage.transfer(name)
     if request.headers.get("Accept", "").startswith("application/json"):
         return JsonResponse(describe([upload])[0])
     return redirect("gallery:index")

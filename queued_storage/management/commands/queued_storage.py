@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import dispatch, health, operations, registry
 from ...exceptions import UnknownStorage
+from ...names import printable
 
 
 def accept_django_options(parser: CommandParser) -> None:
@@ -191,15 +192,41 @@ class Command(BaseCommand):
         self.say(options, f"Queued {len(names)} stale transfers again.")
         result: dict[str, Any] = {"queued": names}
         if options["untracked"]:
-            found = {
-                storage.reference: operations.untracked(storage)
-                for storage in self.storages(options)
-            }
-            for reference, names in found.items():
-                for name in names:
-                    self.say(options, f"untracked in {reference}: {name}")
+            found: dict[str, list[str]] = {}
+            left_out: dict[str, dict[str, str]] = {}
+            for storage in self.storages(options):
+                found[storage.reference], left_out[storage.reference] = self.untracked(
+                    options, storage
+                )
             result["untracked"] = found
+            result["skipped"] = left_out
         return result
+
+    def untracked(
+        self, options: dict[str, Any], storage: Any
+    ) -> tuple[list[str], dict[str, str]]:
+        """Print the untracked local files of *storage* as they are found.
+
+        Names come from the local folder, which others may write to: each is
+        printed escaped. Return them, and what the walk left out, for JSON.
+        """
+        reference, keep = storage.reference, options["json"]
+        listed: list[str] = []
+        skipped: dict[str, str] = {}
+
+        def skip(name: str, reason: str) -> None:
+            self.say(
+                options,
+                f"skipped in {reference}: {printable(name)}: {printable(reason)}",
+            )
+            if keep:
+                skipped[name] = reason
+
+        for name in operations.untracked(storage, skipped=skip):
+            self.say(options, f"untracked in {reference}: {printable(name)}")
+            if keep:
+                listed.append(name)
+        return listed, skipped
 
     def do_purge(self, options: dict[str, Any]) -> dict[str, Any]:
         older = timedelta(seconds=options["older_than"])
@@ -214,7 +241,9 @@ class Command(BaseCommand):
             found[storage.reference] = {p.name: p.problem for p in problems}
             for problem in problems:
                 self.say(
-                    options, f"{storage.reference}: {problem.name}: {problem.problem}"
+                    options,
+                    f"{storage.reference}: {printable(problem.name)}: "
+                    f"{printable(problem.problem)}",
                 )
         total = sum(len(p) for p in found.values())
         self.say(options, f"{total} mismatches.")
@@ -230,28 +259,43 @@ class Command(BaseCommand):
                 + ", ".join(sorted(operations.known_storages()))
             )
         show = not options["no_progress"] and sys.stderr.isatty()
+        dry_run = options["dry_run"]
+        listing = dry_run and not options["json"] and not show
+
+        def found(name: str) -> None:
+            self.stdout.write(f"would move: {printable(name)}")
+
         report = operations.bulk_import(
             storages[0],
-            dry_run=options["dry_run"],
+            dry_run=dry_run,
             rate=options["rate"],
             limit=options["limit"],
             progress=self.progress_bar if show else None,
+            found=found if listing else None,
         )
         if show:
             sys.stderr.write("\n")
-        verb = "Would move" if options["dry_run"] else "Moved"
-        done, skipped, failed = (
-            len(report.done), len(report.skipped), len(report.failed)
-        )  # fmt: skip
+        verb = "Would move" if dry_run else "Moved"
         self.say(
-            options, f"{verb} {done} files; {skipped} already remote; {failed} failed."
+            options,
+            f"{verb} {report.done} files; {report.skipped} already remote; "
+            f"{report.failures} failed; {report.refusals} left out.",
         )
-        for name, error in report.failed.items():
-            self.say(options, f"failed: {name}: {error}")
+        for label, problems, count in (
+            ("failed", report.failed, report.failures),
+            ("left out", report.refused, report.refusals),
+        ):
+            for name, error in problems.items():
+                self.say(options, f"{label}: {printable(name)}: {printable(error)}")
+            if count > len(problems):
+                self.say(options, f"{label}: {count - len(problems)} more not shown")
         return {
             "done": report.done,
-            "skipped": len(report.skipped),
+            "skipped": report.skipped,
             "failed": report.failed,
+            "failures": report.failures,
+            "left_out": report.refused,
+            "left_out_count": report.refusals,
         }
 
     @staticmethod
@@ -259,5 +303,6 @@ class Command(BaseCommand):
         width = 30
         filled = width * index // max(total, 1)
         bar = "#" * filled + "-" * (width - filled)
-        sys.stderr.write(f"\r[{bar}] {index}/{total} {name[-40:]:<40}")
+        shown = printable(name)[-40:]
+        sys.stderr.write(f"\r[{bar}] {index}/{total} {shown:<40}")
         sys.stderr.flush()
