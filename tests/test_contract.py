@@ -138,16 +138,28 @@ def test_size_is_the_stored_byte_count_before_and_after_the_transfer(fs_queued):
     assert storage.size(name) == storage.remote.size(name) == 13
 
 
-def test_worker_records_the_size_it_uploaded(fs_queued):
+def test_worker_refuses_a_local_copy_whose_size_changed(fs_queued):
     storage = fs_queued(delayed=True)
     name = storage.save("grown.txt", ContentFile(b"short"))
-    # The local copy changed after the save (an overwrite, a post-processor).
+    # The local copy changed after the save: not the file that was saved.
     with open(storage.local.path(name), "wb") as handle:
         handle.write(b"rather longer now")
     assert storage.get_state(name).size == 5
+    assert move(storage, name) is False
+    state = storage.get_state(name)
+    assert state.status == Status.FAILED and "LocalFileChanged" in state.error
+    assert not storage.remote.exists(name)
+
+
+def test_worker_records_the_size_it_uploaded_when_none_was_known(fs_queued):
+    storage = fs_queued(delayed=True)
+    name = storage.save("unknown.txt", ContentFile(b"seven b"))
+    state = storage.get_state(name)
+    # A local storage that could not tell the size at save time.
+    storage.state.record(name, state.evolve(size=None))
     assert move(storage, name) is True
-    assert storage.get_state(name).size == 17
-    assert storage.size(name) == 17
+    assert storage.get_state(name).size == 7
+    assert storage.size(name) == 7
 
 
 def test_real_worker_records_the_byte_size(fs_queued, celery_worker):
