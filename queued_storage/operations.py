@@ -302,20 +302,23 @@ def bulk_import(
         )
 
     total = sum(1 for _ in tree.walk(queued.local)) if progress else 0
+    if limit is not None:
+        total = min(total, limit)
     started = time.monotonic()
     index = handled = 0
     for batch in batched(files()):
         states = queued.state.get_many(batch)
         for name in batch:
+            state = states[name]
+            remote = state is not None and state.is_remote
+            if not remote and limit is not None and handled >= limit:
+                return report
             index += 1
             if progress:
                 progress(index, max(total, index), name)
-            state = states[name]
-            if state is not None and state.is_remote:
+            if remote:
                 report.skipped += 1
                 continue
-            if limit is not None and handled >= limit:
-                return report
             handled += 1
             if not dry_run:
                 if rate:
