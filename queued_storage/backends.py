@@ -140,7 +140,8 @@ class QueuedStorage(QueuedStorageBase):
             pass
         except Exception as exc:
             logger.warning(
-                "Could not remove what the failed save of %r left: %s", name, exc,
+                "Could not remove what the failed save of %r left: %s",
+                name, self.redact(str(exc)),
                 extra={"file_name": name, "storage": self.reference},
             )  # fmt: skip
 

@@ -85,7 +85,7 @@ def send(storage: QueuedStorage, name: str, version: str, host: str | None) -> A
     except Exception as exc:
         logger.error(
             "Could not queue the transfer of %r; it stays pending until "
-            "reconciled: %s", name, exc,
+            "reconciled: %s", name, storage.redact(str(exc)),
             extra={"file_name": name, "storage": storage.reference},
         )  # fmt: skip
         return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from .exceptions import InvalidFileName
+from .redaction import shorten
 
 #: S3, Google Cloud Storage and Azure cap object keys at 1,024 bytes of UTF-8.
 MAX_NAME_BYTES = 1024
@@ -23,7 +24,8 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _refuse(name: object, reason: str) -> InvalidFileName:
-    return InvalidFileName(f"The file name {name!r} is not allowed: {reason}.")
+    # A refused name may be megabytes long: the message shows its start.
+    return InvalidFileName(f"The file name {shorten(name)} is not allowed: {reason}.")
 
 
 def validate_name(name: object, *, max_bytes: int = MAX_NAME_BYTES) -> str:

@@ -103,18 +103,26 @@ def default_age() -> timedelta:
 
 
 def reconcile(
-    older_than: timedelta | None = None, storage: str | None = None
+    older_than: timedelta | None = None,
+    storage: str | None = None,
+    *,
+    transferring: bool = True,
 ) -> list[str]:
     """Queue again the transfers that have been pending for *older_than*.
 
     This recovers a message lost to a broker outage, or to a crash between
-    the commit and the publish. A transfer still marked as transferring for
-    that long lost its worker without a redelivery, and is queued too.
+    the commit and the publish. With *transferring*, a transfer still marked
+    as transferring for that long is taken for one that lost its worker
+    without a redelivery, and is queued too.
+
+    Each row is claimed by an ``UPDATE`` that restarts its age before its
+    message is sent, so that two runs at once, or a run repeated before the
+    age has passed again, send one message per file, not one per run.
     """
-    cutoff = timezone.now() - (default_age() if older_than is None else older_than)
-    rows = _model().objects.filter(
-        status__in=[Status.PENDING, Status.TRANSFERRING], updated__lt=cutoff
-    )
+    now = timezone.now()
+    cutoff = now - (default_age() if older_than is None else older_than)
+    statuses = [Status.PENDING] + ([Status.TRANSFERRING] if transferring else [])
+    rows = _model().objects.filter(status__in=statuses, updated__lt=cutoff)
     if storage:
         rows = rows.filter(storage=storage)
     queued = []
@@ -122,10 +130,16 @@ def reconcile(
         target = resolve_reference(row.storage, row.name)
         if target is None or target.delayed:
             continue  # Delayed files wait for an explicit transfer().
-        if target.enqueue(row.name, row.version, host=row.host or None) is not None:
-            if row.outbox:  # Sent: the dispatcher must not send it again.
-                rows.filter(pk=row.pk, version=row.version).update(outbox=False)
-            queued.append(row.name)
+        mine = rows.filter(pk=row.pk, version=row.version, status=row.status)
+        if not mine.filter(updated=row.updated).update(updated=now):
+            continue  # Another run took it, or it moved on meanwhile.
+        if target.enqueue(row.name, row.version, host=row.host or None) is None:
+            # Not sent: leave its age as it was, for the next run.
+            mine.filter(updated=now).update(updated=row.updated)
+            continue
+        if row.outbox:  # Sent: the dispatcher must not send it again.
+            mine.update(outbox=False)
+        queued.append(row.name)
     if queued:
         logger.warning("Reconcile queued %d stale transfers again.", len(queued))
     return queued
@@ -166,7 +180,8 @@ def verify(queued: QueuedStorageBase, names: list[str] | None = None) -> list[Mi
         try:
             remote_size = queued.remote.size(row.name)
         except Exception as exc:  # A missing object raises differently per backend.
-            problems.append(Mismatch(row.name, f"remote copy unreadable: {exc}"))
+            reason = queued.redact(f"remote copy unreadable: {exc}")
+            problems.append(Mismatch(row.name, reason))
             continue
         if row.size is not None and remote_size != row.size:
             problems.append(Mismatch(
@@ -225,7 +240,7 @@ def bulk_import(
         try:
             result = transfer_file(name, queued.local, queued.remote)
         except Exception as exc:
-            report.failed[name] = f"{type(exc).__name__}: {exc}"
+            report.failed[name] = queued.redact(f"{type(exc).__name__}: {exc}")
             continue
         state = FileState(Status.TRANSFERRED, secrets.token_hex(8), result.size)
         queued.state.record(name, state)

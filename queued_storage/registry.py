@@ -76,3 +76,8 @@ def resolve(reference: str) -> QueuedStorage:
             "process that sent the transfer."
         )
     return storage  # type: ignore[return-value]
+
+
+def instances() -> list[QueuedStorageBase]:
+    """Return the queued storages built in this process and still alive."""
+    return [storage for ref in list(_instances) if (storage := ref()) is not None]

@@ -10,6 +10,7 @@ option names.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from django.utils.module_loading import import_string
 from . import message, registry
 from .conf import settings
 from .exceptions import InvalidMessage, TransferError
+from .redaction import shorten
 from .signals import file_transferred, local_deleted, transfer_failed
 from .state import FileState, Status
 from .transfer import TransferResult, remote_matches, transfer_file
@@ -99,14 +101,19 @@ class Transfer(Task):
     def default_retry_delay(self) -> int:  # type: ignore[override]
         return int(settings.QUEUED_STORAGE_RETRY_DELAY)
 
-    def run(self, storage: str, name: str, version: str, signature: str) -> bool:
-        fields = {"storage": storage, "name": name, "version": version}
+    def run(self, *args: Any, **kwargs: Any) -> bool:
+        # Whatever the message holds reaches this method, so that a message
+        # of another shape is refused (and logged, cut short) here, rather
+        # than raise a TypeError that names its arguments in full.
+        fields = {key: kwargs.get(key) for key in ("storage", "name", "version")}
         try:
-            message.verify(self.name, {**fields, "signature": signature})
+            if args or set(kwargs) - {*fields, "signature"}:
+                raise InvalidMessage("The message has arguments of another shape.")
+            storage, name, version = message.verify(self.name, kwargs)
             queued = registry.resolve(storage)
             queued.validate_name(name)
         except (InvalidMessage, SuspiciousFileOperation) as exc:
-            logger.error("Rejected a transfer message %r: %s", fields, exc)
+            logger.error("Rejected a transfer message %s: %s", shorten(fields), exc)
             raise Reject(str(exc), requeue=False) from None
         return self.process(queued, name, version)
 
@@ -323,15 +330,36 @@ _register(Transfer)
 
 
 @shared_task(name="queued_storage.tasks.reconcile", ignore_result=True)
-def reconcile(older_than: float | None = None) -> int:
-    """Queue again the transfers pending for longer than *older_than* seconds.
+def reconcile(*args: Any, **kwargs: Any) -> int:
+    """Queue again the transfers pending for longer than the safe default age.
 
     Schedule it with Celery beat to recover messages lost to a broker outage.
-    The default is the longest retry delay plus ten minutes.
+    Its message is not signed, so whatever it carries may come from anyone
+    who can write to the broker: an ``older_than`` (in seconds) is used only
+    when it is a number no shorter than the default (the longest retry delay
+    plus ten minutes), and nothing else is taken from the message. Files
+    that are transferring are left to their worker.
     """
     from datetime import timedelta
 
+    from .operations import default_age
     from .operations import reconcile as run
 
-    age = None if older_than is None else timedelta(seconds=float(older_than))
-    return len(run(age))
+    age = default_age()
+    older_than = kwargs.pop("older_than", args[0] if args else None)
+    if args[1:] or kwargs:
+        logger.warning(
+            "The reconcile task ignored arguments it does not take: %s",
+            shorten({"args": list(args), "kwargs": kwargs}),
+        )
+    if older_than is not None:
+        seconds = older_than if type(older_than) in (int, float) else None
+        if seconds is not None and math.isfinite(seconds) and seconds < 10**9:
+            age = max(age, timedelta(seconds=seconds))
+        if seconds is None or age.total_seconds() != seconds:
+            logger.warning(
+                "The reconcile task took pending files for lost after %d s, "
+                "not after older_than=%s: never sooner than the default.",
+                age.total_seconds(), shorten(older_than),
+            )  # fmt: skip
+    return len(run(age, transferring=False))
