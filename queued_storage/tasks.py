@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import secrets
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, current_app, shared_task
@@ -27,7 +28,7 @@ from celery.exceptions import Reject
 from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.utils.module_loading import import_string
 
-from . import message, registry
+from . import local_copy, message, registry
 from .conf import settings
 from .exceptions import InvalidMessage, TransferError
 from .redaction import shorten
@@ -311,18 +312,46 @@ class Transfer(Task):
         return False
 
 
+#: The local storage, name and identity of the copy the current transfer of
+#: ``TransferAndDelete`` read, taken before the upload.
+_uploaded: ContextVar[tuple[Any, str, Any] | None] = ContextVar(
+    "queued_storage_uploaded", default=None
+)
+
+
 class TransferAndDelete(Transfer):
     """Transfer a file, then delete its local copy.
 
     The state says "remote" before the local copy goes, so every read finds
-    one of the two copies.
+    one of the two copies. The copy is deleted only if it is still the one
+    that was uploaded: a save that replaced it meanwhile keeps its bytes.
     """
 
     name = "queued_storage.tasks.TransferAndDelete"
 
+    def transfer(
+        self, name: str, local: Any, remote: Any, **kwargs: Any
+    ) -> bool | TransferResult:
+        _uploaded.set((local, name, local_copy.identity(local, name)))
+        return super().transfer(name, local, remote, **kwargs)
+
     def after_transfer(self, queued: QueuedStorage, name: str) -> None:
         """Delete the local copy, now that reads go to the remote one."""
-        queued.local.delete(name)
+        uploaded, expected = _uploaded.get(), None
+        _uploaded.set(None)
+        if uploaded is not None and uploaded[0] is queued.local and uploaded[1] == name:
+            expected = uploaded[2]
+        current = queued.state.get(name)
+        if current is None or not current.is_remote:
+            removed = False  # Saved again or deleted: not this task's copy.
+        else:
+            removed = local_copy.delete_if_unchanged(queued.local, name, expected)
+        if not removed:
+            logger.info(
+                "Kept the local copy of %r: it changed after its upload.", name,
+                extra={"file_name": name, "storage": queued.reference},
+            )  # fmt: skip
+            return
         local_deleted.send(type(self), name=name, storage=queued)
 
 
