@@ -57,7 +57,7 @@ def delete_if_unchanged(local: Any, name: str, expected: Identity | None) -> boo
         return True
     aside = os.path.join(os.path.dirname(path), f".qs-deleting-{secrets.token_hex(8)}")
     try:
-        os.rename(path, aside)
+        move_aside(path, aside)
     except FileNotFoundError:
         return True
     try:
@@ -74,6 +74,11 @@ def delete_if_unchanged(local: Any, name: str, expected: Identity | None) -> boo
     except BaseException:
         _put_back(aside, path)
         raise
+
+
+def move_aside(path: str, aside: str) -> None:
+    """Rename *path* to *aside*: from here on, the copy is out of reads' way."""
+    os.rename(path, aside)
 
 
 def _put_back(aside: str, path: str) -> None:
