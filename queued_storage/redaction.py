@@ -44,11 +44,16 @@ RECORD_CHARS = 8192
 # scheme://user:password@host: the password runs to the last "@" of the
 # token, since FTP's location parser lets it hold "/", "#", "?" and "@".
 _URL_USERINFO = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*):(?P<pw>[^\s'\"]*)@"
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s:/@'\"]{0,256}):"
+    r"(?P<pw>[^\s'\"]{0,1024})@"
 )
+# Names are bounded and start after a non-word character, so that a long run
+# of letters costs linear time, not quadratic.
 _PAIR = re.compile(
-    r"(?P<q>[\"']?)(?P<name>[A-Za-z_][\w\-]*)(?P=q)(?P<sep>\s*[:=]\s*)"
-    r"(?P<value>'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"|[^\s,;&}\])'\"]+)"
+    r"(?<![\w\-])(?P<q>[\"']?)(?P<name>[A-Za-z_][\w\-]{0,63})(?P=q)"
+    r"(?P<sep>\s*[:=]\s*)"
+    r"(?P<value>'(?:\\.|[^'\\]){0,4096}'|\"(?:\\.|[^\"\\]){0,4096}\""
+    r"|[^\s,;&}\])'\"]{1,4096})"
 )
 _BEARER = re.compile(r"\b(?P<kind>Bearer|Basic)\s+[A-Za-z0-9+/=._~\-]+")
 _PEM = re.compile(
@@ -226,18 +231,30 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:
             return True
-        cleaned = _cut(redact_all(message), RECORD_CHARS)
+        cleaned = _bounded(message)
         if cleaned != message:
             record.msg, record.args = cleaned, ()
         if record.exc_info and not record.exc_text:
             text = logging.Formatter().formatException(record.exc_info)
-            record.exc_text = _cut(redact_all(text), RECORD_CHARS)
+            record.exc_text = _bounded(text)
         for extra in ("file_name", "storage"):
             value = getattr(record, extra, None)
             if isinstance(value, str) and len(value) > SHOWN_CHARS:
                 cut = f"{value[:SHOWN_CHARS]}... ({len(value)} characters)"
                 setattr(record, extra, cut)
         return True
+
+
+def _bounded(text: str) -> str:
+    """Return *text* redacted and cut to :data:`RECORD_CHARS`.
+
+    The text is cut before it is redacted, with a margin so that a secret
+    that straddles the cut is still recognised.
+    """
+    if len(text) > RECORD_CHARS:
+        head = redact_all(text[: RECORD_CHARS + 1024])[:RECORD_CHARS]
+        return f"{head}... ({len(text)} characters)"
+    return redact_all(text)
 
 
 #: The filter of the ``queued_storage`` logger.
