@@ -19,7 +19,6 @@ from django.test import override_settings
 
 from queued_storage.backends import QueuedFTPStorage, QueuedStorage
 from queued_storage.models import StoredFile
-from queued_storage.redaction import redact
 from queued_storage.state import FileState, Status
 from queued_storage.tasks import Transfer, get_task
 from tests.services import FTPServer
@@ -134,6 +133,8 @@ def test_redact_masks_each_backends_credentials_in_every_spelling(
             assert leaked(secret, shown) == [], (name, text, shown)
         # Without the configuration, the patterns alone mask the value of a
         # quoted or ``name=value`` pair whose name is the option's.
+        from queued_storage.redaction import redact
+
         for text in error_texts(secret, name)[1:4]:
             shown = redact(text)
             assert leaked(secret, shown) == [], (name, text, shown)
