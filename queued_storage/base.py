@@ -215,8 +215,15 @@ class QueuedStorageBase(Storage):
         the attributes of the storages once built (which include what the
         backends read from settings, such as ``AWS_SECRET_ACCESS_KEY``).
         """
-        found = redaction.secrets_in(self._options)
         configured = getattr(settings, "STORAGES", {})
+        # Every log record asks: compute once per configuration and per
+        # pair of built storages.
+        key = (id(configured), id(self.__dict__.get("local")),
+               id(self.__dict__.get("remote")))  # fmt: skip
+        cached = self.__dict__.get("_secrets")
+        if cached is not None and cached[0] == key:
+            return list(cached[1])
+        found = redaction.secrets_in(self._options)
         for role, path in self._paths.items():
             if path in configured:
                 found += redaction.secrets_in(configured[path].get("OPTIONS", {}))
@@ -225,7 +232,9 @@ class QueuedStorageBase(Storage):
                 # Private attributes too: the FTP storage keeps the password
                 # it parsed out of its URL in ``_config``.
                 found += redaction.secrets_in(dict(vars(built)))
-        return sorted(set(found), key=len, reverse=True)
+        result = sorted(set(found), key=len, reverse=True)
+        self.__dict__["_secrets"] = (key, result)
+        return list(result)
 
     def redact(self, text: str) -> str:
         """Return *text* with credentials masked (see :mod:`.redaction`).
