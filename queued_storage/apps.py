@@ -10,4 +10,5 @@ class QueuedStorageConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, conf  # noqa: F401  (registers checks and defaults)
+        # Registers the checks, the settings' defaults and the log filter.
+        from . import checks, conf, redaction  # noqa: F401

@@ -10,7 +10,6 @@ option names.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import secrets
 from contextvars import ContextVar
@@ -383,7 +382,9 @@ def reconcile(*args: Any, **kwargs: Any) -> int:
         )
     if older_than is not None:
         seconds = older_than if type(older_than) in (int, float) else None
-        if seconds is not None and math.isfinite(seconds) and seconds < 10**9:
+        # Comparisons leave out NaN, infinities and integers too large for
+        # a timedelta.
+        if seconds is not None and 0 <= seconds < 10**9:
             age = max(age, timedelta(seconds=seconds))
         if seconds is None or age.total_seconds() != seconds:
             logger.warning(

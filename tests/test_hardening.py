@@ -110,6 +110,8 @@ def test_reconcile_task_takes_no_widening_argument_from_unsigned_messages(
         {"kwargs": {"older_than": "-86400", "storage": storage.reference}},
         {"kwargs": {"older_than": float("-inf")}},
         {"kwargs": {"older_than": True}},
+        {"kwargs": {"older_than": 10**400}},
+        {"kwargs": {"older_than": {"$lt": 1}}},
         {"args": [0, "extra"], "kwargs": {"names": names}},
     ]
     done = Finished(RECONCILE)
