@@ -42,8 +42,8 @@ def _without_secrets(value: Any, name: str = "") -> Any:
 
     Strings under a name that looks like a credential are dropped, the user
     and password of URLs are cut out, and nested dicts and lists are cleaned
-    alike. Numbers, booleans and ``None`` stay: they hold no credential, and
-    they tell storages apart (``querystring_auth``).
+    alike. Booleans and ``None`` under such a name stay: they hold no
+    credential, and they tell storages apart (``querystring_auth``).
     """
     if isinstance(value, dict):
         return {
@@ -51,7 +51,7 @@ def _without_secrets(value: Any, name: str = "") -> Any:
             for key, item in value.items()
             if not (
                 redaction.is_secret_name(str(key))
-                and not isinstance(item, (bool, int, float, type(None)))
+                and not isinstance(item, (bool, type(None)))
             )
         }
     if isinstance(value, (list, tuple)):
