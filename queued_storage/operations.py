@@ -130,7 +130,9 @@ def reconcile(
         target = resolve_reference(row.storage, row.name)
         if target is None or target.delayed:
             continue  # Delayed files wait for an explicit transfer().
-        mine = rows.filter(pk=row.pk, version=row.version, status=row.status)
+        mine = _model().objects.filter(
+            pk=row.pk, version=row.version, status=row.status
+        )
         if not mine.filter(updated=row.updated).update(updated=now):
             continue  # Another run took it, or it moved on meanwhile.
         if target.enqueue(row.name, row.version, host=row.host or None) is None:
