@@ -152,6 +152,38 @@ def test_reconcile_task_accepts_a_longer_age(
     assert broker.llen(lost_queue) == 1
 
 
+@pytest.mark.timeout(90)
+def test_reconcile_gives_a_file_its_age_back_when_the_broker_is_down(
+    tmp_path: Any, unique: str, lost_queue: str, broker: redis.Redis, servers: Any
+) -> None:
+    from django.conf import settings
+
+    from queued_storage.tasks import reconcile
+
+    storage = make_storage(tmp_path, unique)
+    name = storage.save("stale.txt", ContentFile(b"x"))
+    old = timezone.now() - operations.default_age() - timedelta(minutes=5)
+    StoredFile.objects.filter(name=name).update(updated=old)
+    bounded = {
+        **settings.CACHES,
+        "default": {
+            **settings.CACHES["default"],
+            "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+        },
+    }
+    server = servers["redis"]
+    with override_settings(CACHES=bounded):
+        server.stop()
+        try:
+            assert reconcile.run() == 0
+        finally:
+            server.start()
+    assert StoredFile.objects.get(name=name).updated == old
+    broker.delete(lost_queue)
+    assert reconcile.run() == 1
+    assert [message_name(raw) for raw in broker.lrange(lost_queue, 0, -1)] == [name]
+
+
 # The admin ------------------------------------------------------------------
 
 
