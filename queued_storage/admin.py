@@ -15,7 +15,12 @@ from django.utils.translation import gettext_lazy as _
 from . import operations, registry
 from .exceptions import UnknownStorage
 from .models import StoredFile
+from .redaction import redact_all
 from .status import Status
+
+#: The most rows the verify action checks at once: each costs requests to the
+#: remote, made while the admin's request waits.
+VERIFY_LIMIT = 100
 
 
 class LeaseFilter(admin.SimpleListFilter):
@@ -49,15 +54,34 @@ class StoredFileAdmin(admin.ModelAdmin):
     actions = ("retry_transfers", "verify_copies")
     list_per_page = 100
 
+    # The last error is shown redacted, in place of the field itself.
+    exclude = ("last_error",)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # The ledger is written by the storage and the workers only.
-        return [field.name for field in StoredFile._meta.fields]
+        fields = [f.name for f in StoredFile._meta.fields if f.name != "last_error"]
+        return [*fields, "error"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A row removed by hand would make a pending file look unknown, and a
+        # deleted one lose the tombstone that stops its transfer in flight.
+        return False
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Return whether the user may run the actions: the change permission.
+
+        The rows stay read-only; the permission to change stored files is
+        what allows queuing transfers and asking the remote about copies.
+        """
+        opts = self.opts
+        codename = f"{opts.app_label}.change_{opts.model_name}"
+        return bool(request.user.has_perm(codename))
 
     @admin.display(description=_("age"), ordering="created")
     def age(self, obj: StoredFile) -> str:
@@ -76,10 +100,15 @@ class StoredFileAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("last error"))
     def short_error(self, obj: StoredFile) -> str:
-        return Truncator(obj.last_error).chars(80)
+        return Truncator(redact_all(obj.last_error)).chars(80)
+
+    @admin.display(description=_("last error"))
+    def error(self, obj: StoredFile) -> str:
+        return redact_all(obj.last_error)
 
     @admin.action(
-        description=_("Queue the failed transfers of the selected files again")
+        description=_("Queue the failed transfers of the selected files again"),
+        permissions=("operate",),
     )
     def retry_transfers(
         self, request: HttpRequest, queryset: QuerySet[StoredFile]
@@ -87,10 +116,25 @@ class StoredFileAdmin(admin.ModelAdmin):
         queued = operations.retry_failed(rows=queryset)
         self.message_user(request, _("Queued %d failed transfers again.") % len(queued))
 
-    @admin.action(description=_("Verify the remote copies of the selected files"))
+    @admin.action(
+        description=_("Verify the remote copies of the selected files"),
+        permissions=("operate",),
+    )
     def verify_copies(
         self, request: HttpRequest, queryset: QuerySet[StoredFile]
     ) -> None:
+        selected = queryset.count()
+        if selected > VERIFY_LIMIT:
+            self.message_user(
+                request,
+                _(
+                    "Select at most %(limit)d files to verify, not %(count)d; "
+                    "use manage.py queued_storage verify for more."
+                )
+                % {"limit": VERIFY_LIMIT, "count": selected},
+                messages.ERROR,
+            )
+            return
         problems = []
         for reference in sorted(set(queryset.values_list("storage", flat=True))):
             try:

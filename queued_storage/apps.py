@@ -10,4 +10,5 @@ class QueuedStorageConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import broker_checks, checks, conf  # noqa: F401  (registers checks)
+        # Registers the checks, the settings' defaults and the log filter.
+        from . import broker_checks, checks, conf, redaction  # noqa: F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -109,10 +110,15 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         if not hasattr(content, "chunks"):
             content = File(content, name)
         name = self.get_available_name(self.validate_name(name), max_length)
+        local, chosen = _recording_names(self.local)
         try:
-            saved = self.local.save(name, content, max_length)
+            saved = local.save(name, content, max_length)
         except Exception:
-            self._remove_partial(name)
+            # The local storage may have moved to another name when this one
+            # was taken meanwhile: what it wrote is under the last it chose.
+            # Without a choice it wrote nothing, or nothing this call can name.
+            if chosen:
+                self._remove_partial(chosen[-1])
             raise
         try:
             name = self.validate_name(saved)
@@ -201,6 +207,8 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
     def _remove_partial(self, name: str) -> None:
         """Remove what a failed local write left under *name*.
 
+        *name* is the name the local storage chose for this write, never
+        the one ``save()`` was asked for, which a concurrent save may hold.
         Django's ``FileSystemStorage`` keeps the part it wrote when the disk
         fills up midway. A file that another save has recorded, or is still
         writing (it holds a lock on the file), is left alone.
@@ -221,7 +229,8 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             pass
         except Exception as exc:
             logger.warning(
-                "Could not remove what the failed save of %r left: %s", name, exc,
+                "Could not remove what the failed save of %r left: %s",
+                name, self.redact(str(exc)),
                 extra={"file_name": name, "storage": self.reference},
             )  # fmt: skip
 
@@ -433,6 +442,27 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
 
 #: How many names a save tries when other saves keep taking them.
 _NAME_ATTEMPTS = 5
+
+
+def _recording_names(local: Any) -> tuple[Any, list[str]]:
+    """Return a copy of the storage *local* that lists the names it chooses.
+
+    ``Storage.save()`` asks ``get_available_name()`` for the name to write,
+    and ``FileSystemStorage`` asks again for another when a concurrent save
+    took that one first: the last name listed is the one written to.
+    """
+    chosen: list[str] = []
+    recording = copy.copy(local)
+    choose = recording.get_available_name
+
+    def get_available_name(name: str, max_length: int | None = None) -> str:
+        found = choose(name, max_length=max_length)
+        chosen.append(found)
+        return str(found)
+
+    recording.get_available_name = get_available_name
+    return recording, chosen
+
 
 _CONTENT_TYPE = re.compile(r"[\w!#$&^.+-]{1,127}/[\w!#$&^.+-]{1,127}(;[ -~]*)?")
 

@@ -5,17 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterable
 from functools import cached_property
 from typing import Any, cast
-from urllib.parse import quote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import Storage, storages
 from django.utils.module_loading import import_string
 
-from . import registry
+from . import redaction, registry
 from .conf import settings
 from .local_place import LocalPlace
 from .names import validate_name
@@ -41,38 +39,28 @@ class _Backend:
         return storage
 
 
-_SECRET = re.compile(r"key|secret|passw|token|credential|connection_string|sas", re.I)
+def _without_secrets(value: Any, name: str = "") -> Any:
+    """Return the options *value* without anything that could be a credential.
 
-
-def _without_secrets(value: Any) -> Any:
-    """Return *value* without secrets: dict entries whose key names one are
-    dropped, and passwords are cut out of URLs (``ftp://user:pw@host``)."""
+    Strings under a name that looks like a credential are dropped, the user
+    and password of URLs are cut out, and nested dicts and lists are cleaned
+    alike. Booleans and ``None`` under such a name stay: they hold no
+    credential, and they tell storages apart (``querystring_auth``).
+    """
     if isinstance(value, dict):
         return {
-            key: _without_secrets(item)
+            key: _without_secrets(item, str(key))
             for key, item in value.items()
-            if not _SECRET.search(str(key))
+            if not (
+                redaction.is_secret_name(str(key))
+                and not isinstance(item, (bool, type(None)))
+            )
         }
-    if isinstance(value, str) and "://" in value:
-        return _URL_PASSWORD.sub(r"\1", value)
+    if isinstance(value, (list, tuple)):
+        return [_without_secrets(item, name) for item in value]
+    if isinstance(value, str):
+        return redaction.without_userinfo(value) if "://" in value else value
     return value
-
-
-_URL_PASSWORD = re.compile(r"(://[^/:@\s]*):[^/@\s]*@")
-
-
-def _secrets(value: Any, key: str = "") -> list[str]:
-    """Return the secret strings found in the options *value*."""
-    if isinstance(value, dict):
-        return [s for k, item in value.items() for s in _secrets(item, str(k))]
-    if not isinstance(value, str):
-        return []
-    found = [value] if _SECRET.search(key) and len(value) >= 4 else []
-    if "://" in value:
-        password = urlsplit(value).password
-        if password and len(password) >= 4:
-            found += [password, quote(password, safe="")]
-    return found
 
 
 def _describe(value: Any) -> str:
@@ -235,20 +223,42 @@ class QueuedStorageBase(LocalPlace, Storage):
         digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
         return f"{type(self).__name__}:{digest}"
 
+    def secrets(self) -> list[str]:
+        """Return the credentials of this storage's two storages.
+
+        They come from the ``local_options`` and ``remote_options``, from
+        the ``OPTIONS`` of a storage given as a ``STORAGES`` alias, and from
+        the attributes of the storages once built (which include what the
+        backends read from settings, such as ``AWS_SECRET_ACCESS_KEY``).
+        """
+        configured = getattr(settings, "STORAGES", {})
+        # Every log record asks: compute once per configuration and per
+        # pair of built storages.
+        key = (id(configured), id(self.__dict__.get("local")),
+               id(self.__dict__.get("remote")))  # fmt: skip
+        cached = self.__dict__.get("_secrets")
+        if cached is not None and cached[0] == key:
+            return list(cached[1])
+        found = redaction.secrets_in(self._options)
+        for role, path in self._paths.items():
+            if path in configured:
+                found += redaction.secrets_in(configured[path].get("OPTIONS", {}))
+            built = self.__dict__.get(role)
+            if built is not None:
+                # Private attributes too: the FTP storage keeps the password
+                # it parsed out of its URL in ``_config``.
+                found += redaction.secrets_in(dict(vars(built)))
+        result = sorted(set(found), key=len, reverse=True)
+        self.__dict__["_secrets"] = (key, result)
+        return list(result)
+
     def redact(self, text: str) -> str:
-        """Return *text* with the secrets of this storage's options masked.
+        """Return *text* with credentials masked (see :mod:`.redaction`).
 
         Some backends put their credentials in error messages (the FTP one
         shows its whole configuration); errors are recorded and logged.
         """
-        for secret in sorted(set(_secrets(self._options)), key=len, reverse=True):
-            text = text.replace(secret, "***")
-        for role in ("local", "remote"):
-            location = getattr(self.__dict__.get(role), "location", None)
-            if isinstance(location, str):
-                for secret in _secrets(location):
-                    text = text.replace(secret, "***")
-        return text
+        return redaction.redact(text, self.secrets())
 
     @property
     def state(self) -> StateStore:

@@ -94,7 +94,7 @@ def send(
     except Exception as exc:
         logger.error(
             "Could not queue the transfer of %r; it stays pending until "
-            "reconciled: %s", name, exc,
+            "reconciled: %s", name, storage.redact(str(exc)),
             extra={"file_name": name, "storage": storage.reference},
         )  # fmt: skip
         return None

@@ -18,6 +18,7 @@ import re
 import unicodedata
 
 from .exceptions import InvalidFileName
+from .redaction import shorten
 
 #: S3, Google Cloud Storage and Azure cap object keys at 1,024 bytes of UTF-8.
 MAX_NAME_BYTES = 1024
@@ -32,7 +33,8 @@ _INVISIBLE = frozenset({"Cf", "Zl", "Zp"})
 
 
 def _refuse(name: object, reason: str) -> InvalidFileName:
-    return InvalidFileName(f"The file name {name!r} is not allowed: {reason}.")
+    # A refused name may be megabytes long: the message shows its start.
+    return InvalidFileName(f"The file name {shorten(name)} is not allowed: {reason}.")
 
 
 def validate_name(name: object, *, max_bytes: int = MAX_NAME_BYTES) -> str:

@@ -120,13 +120,20 @@ def default_age() -> timedelta:
     return timedelta(seconds=settings.QUEUED_STORAGE_RECONCILE_AGE)
 
 
-def stale_rows(older_than: timedelta | None = None, storage: str | None = None) -> Any:
+def stale_rows(
+    older_than: timedelta | None = None,
+    storage: str | None = None,
+    *,
+    unleased: bool = True,
+) -> Any:
     """Return the ledger rows whose transfer message is lost, or due.
 
     These are: pending files whose message has waited for *older_than*
     (by default :func:`default_age`) past their save or their retry's due
     time; retries held in the ledger that are due; and files marked
-    transferring whose lease expired, which lost their worker.
+    transferring whose lease expired, which lost their worker. With
+    *unleased*, also files marked transferring for *older_than* that hold no
+    lease at all (rows written before leases existed).
     """
     now = timezone.now()
     cutoff = now - (default_age() if older_than is None else older_than)
@@ -135,9 +142,10 @@ def stale_rows(older_than: timedelta | None = None, storage: str | None = None) 
         | Q(next_attempt__lt=cutoff)
         | Q(outbox=True, next_attempt__lte=now)
     )
-    orphaned = Q(status=Status.TRANSFERRING) & (
-        Q(lease_expires__lte=now) | Q(lease_expires__isnull=True, updated__lt=cutoff)
-    )
+    lost = Q(lease_expires__lte=now)
+    if unleased:
+        lost |= Q(lease_expires__isnull=True, updated__lt=cutoff)
+    orphaned = Q(status=Status.TRANSFERRING) & lost
     rows = _model().objects.filter(pending | orphaned)
     if storage:
         rows = rows.filter(storage=storage)
@@ -153,30 +161,48 @@ def expired_leases(storage: str | None = None) -> Any:
 
 
 def reconcile(
-    older_than: timedelta | None = None, storage: str | None = None
+    older_than: timedelta | None = None,
+    storage: str | None = None,
+    *,
+    transferring: bool = True,
 ) -> list[str]:
     """Queue again the transfers whose message is lost, or whose retry is due.
 
     This recovers a message lost to a broker outage, dropped by the broker,
     or lost in a crash between the commit and the publish, and a transfer
-    whose worker died (its lease expired). See :func:`stale_rows`.
+    whose worker died (its lease expired). See :func:`stale_rows`; without
+    *transferring*, a row marked transferring is queued again only when its
+    lease has provably expired, never one that holds no lease.
+
+    Each row is claimed by an ``UPDATE`` that restarts its age before its
+    message is sent, so that two runs at once, or a run repeated before the
+    age has passed again, send one message per file, not one per run.
     """
-    rows = stale_rows(older_than, storage)
+    now = timezone.now()
+    rows = stale_rows(older_than, storage, unleased=transferring)
     queued = []
     for row in rows.iterator():
         target = resolve_reference(row.storage, row.name)
         if target is None or target.delayed:
             continue  # Delayed files wait for an explicit transfer().
+        mine = _model().objects.filter(
+            pk=row.pk, version=row.version, status=row.status
+        )
+        if not mine.filter(updated=row.updated).update(updated=now):
+            continue  # Another run took it, or it moved on meanwhile.
         if row.status == Status.TRANSFERRING:
             logger.warning(
                 "The lease of %r expired: its worker was lost; queuing it again.",
                 row.name, extra={"file_name": row.name, "storage": row.storage,
                                  "status": row.status, "attempt": row.attempts},
             )  # fmt: skip
-        if target.enqueue(row.name, row.version, host=row.host or None) is not None:
-            if row.outbox:  # Sent: the dispatcher must not send it again.
-                rows.filter(pk=row.pk, version=row.version).update(outbox=False)
-            queued.append(row.name)
+        if target.enqueue(row.name, row.version, host=row.host or None) is None:
+            # Not sent: leave its age as it was, for the next run.
+            mine.filter(updated=now).update(updated=row.updated)
+            continue
+        if row.outbox:  # Sent: the dispatcher must not send it again.
+            mine.update(outbox=False)
+        queued.append(row.name)
     if queued:
         logger.warning("Reconcile queued %d stale transfers again.", len(queued))
     return queued
@@ -224,7 +250,8 @@ def verify(queued: QueuedStorageBase, names: list[str] | None = None) -> list[Mi
         try:
             remote_size = queued.remote.size(row.name)
         except Exception as exc:  # A missing object raises differently per backend.
-            problems.append(Mismatch(row.name, f"remote copy unreadable: {exc}"))
+            reason = queued.redact(f"remote copy unreadable: {exc}")
+            problems.append(Mismatch(row.name, reason))
             continue
         if row.size is not None and remote_size != row.size:
             problems.append(Mismatch(

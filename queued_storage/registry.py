@@ -16,6 +16,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from .exceptions import UnknownStorage
+from .redaction import shorten
 
 if TYPE_CHECKING:
     from .backends import QueuedStorage
@@ -71,8 +72,13 @@ def resolve(reference: str) -> QueuedStorage:
         storage = _find(reference)
     if storage is None:
         raise UnknownStorage(
-            f"No queued storage of this process is known as {reference!r}. "
+            f"No queued storage of this process is known as {shorten(reference)}. "
             "The worker must run with the same settings and models as the web "
             "process that sent the transfer."
         )
     return storage  # type: ignore[return-value]
+
+
+def instances() -> list[QueuedStorageBase]:
+    """Return the queued storages built in this process and still alive."""
+    return [storage for ref in list(_instances) if (storage := ref()) is not None]

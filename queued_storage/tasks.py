@@ -10,6 +10,7 @@ option names.
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, current_app, shared_task
@@ -25,10 +26,11 @@ from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.utils.module_loading import import_string
 
 from . import enqueue as sending
-from . import message, registry
+from . import local_copy, message, registry
 from .conf import settings
 from .exceptions import InvalidMessage
 from .machine import FileTransfer, Policy
+from .redaction import shorten
 from .signals import local_deleted
 from .state import FileState
 from .transfer import TransferResult, transfer_file
@@ -109,15 +111,20 @@ class Transfer(Task):
     def default_retry_delay(self) -> int:  # type: ignore[override]
         return int(settings.QUEUED_STORAGE_RETRY_DELAY)
 
-    def run(self, storage: str, name: str, version: str, signature: str) -> bool:
-        fields = {"storage": storage, "name": name, "version": version}
+    def run(self, *args: Any, **kwargs: Any) -> bool:
+        # Whatever the message holds reaches this method, so that a message
+        # of another shape is refused (and logged, cut short) here, rather
+        # than raise a TypeError that names its arguments in full.
+        fields = {key: kwargs.get(key) for key in ("storage", "name", "version")}
         try:
-            message.verify(self.name, {**fields, "signature": signature})
+            if args or set(kwargs) - {*fields, "signature"}:
+                raise InvalidMessage("The message has arguments of another shape.")
+            storage, name, version = message.verify(self.name, kwargs)
             queued = registry.resolve(storage)
             queued.validate_name(name)
         except (InvalidMessage, SuspiciousFileOperation) as exc:
             logger.error(
-                "Rejected a transfer message %r: %s%s", fields, exc,
+                "Rejected a transfer message %s: %s%s", shorten(fields), exc,
                 SHARED_QUEUE_HINT if isinstance(exc, InvalidMessage) else "",
             )  # fmt: skip
             raise Reject(str(exc), requeue=False) from None
@@ -192,18 +199,46 @@ class Transfer(Task):
         return self.machine().fail(queued, name, state, reason)
 
 
+#: The local storage, name and identity of the copy the current transfer of
+#: ``TransferAndDelete`` read, taken before the upload.
+_uploaded: ContextVar[tuple[Any, str, Any] | None] = ContextVar(
+    "queued_storage_uploaded", default=None
+)
+
+
 class TransferAndDelete(Transfer):
     """Transfer a file, then delete its local copy.
 
     The state says "remote" before the local copy goes, so every read finds
-    one of the two copies.
+    one of the two copies. The copy is deleted only if it is still the one
+    that was uploaded: a save that replaced it meanwhile keeps its bytes.
     """
 
     name = "queued_storage.tasks.TransferAndDelete"
 
+    def transfer(
+        self, name: str, local: Any, remote: Any, **kwargs: Any
+    ) -> bool | TransferResult:
+        _uploaded.set((local, name, local_copy.identity(local, name)))
+        return super().transfer(name, local, remote, **kwargs)
+
     def after_transfer(self, queued: QueuedStorage, name: str) -> None:
         """Delete the local copy, now that reads go to the remote one."""
-        queued.local.delete(name)
+        uploaded, expected = _uploaded.get(), None
+        _uploaded.set(None)
+        if uploaded is not None and uploaded[0] is queued.local and uploaded[1] == name:
+            expected = uploaded[2]
+        current = queued.state.get(name, durable=True)
+        if current is None or not current.is_remote:
+            removed = False  # Saved again or deleted: not this task's copy.
+        else:
+            removed = local_copy.delete_if_unchanged(queued.local, name, expected)
+        if not removed:
+            logger.info(
+                "Kept the local copy of %r: it changed after its upload.", name,
+                extra={"file_name": name, "storage": queued.reference},
+            )  # fmt: skip
+            return
         local_deleted.send(type(self), name=name, storage=queued)
 
 
@@ -211,15 +246,40 @@ _register(Transfer)
 
 
 @shared_task(name="queued_storage.tasks.reconcile", ignore_result=True)
-def reconcile(older_than: float | None = None) -> int:
-    """Queue again the transfers pending for longer than *older_than* seconds.
+def reconcile(*args: Any, **kwargs: Any) -> int:
+    """Queue again the transfers pending for longer than the safe default age.
 
     Schedule it with Celery beat to recover messages lost to a broker outage.
-    The default is the longest retry delay plus ten minutes.
+    Its message is not signed, so whatever it carries may come from anyone
+    who can write to the broker: an ``older_than`` (in seconds) is used only
+    when it is a number no shorter than the default
+    (:setting:`QUEUED_STORAGE_RECONCILE_AGE`), and nothing else is taken
+    from the message. Files that are transferring are left to their worker
+    while its lease lives; one whose lease expired lost its worker and is
+    queued again.
     """
     from datetime import timedelta
 
+    from .operations import default_age
     from .operations import reconcile as run
 
-    age = None if older_than is None else timedelta(seconds=float(older_than))
-    return len(run(age))
+    age = default_age()
+    older_than = kwargs.pop("older_than", args[0] if args else None)
+    if args[1:] or kwargs:
+        logger.warning(
+            "The reconcile task ignored arguments it does not take: %s",
+            shorten({"args": list(args), "kwargs": kwargs}),
+        )
+    if older_than is not None:
+        seconds = older_than if type(older_than) in (int, float) else None
+        # Comparisons leave out NaN, infinities and integers too large for
+        # a timedelta.
+        if seconds is not None and 0 <= seconds < 10**9:
+            age = max(age, timedelta(seconds=seconds))
+        if seconds is None or age.total_seconds() != seconds:
+            logger.warning(
+                "The reconcile task took pending files for lost after %d s, "
+                "not after older_than=%s: never sooner than the default.",
+                age.total_seconds(), shorten(older_than),
+            )  # fmt: skip
+    return len(run(age, transferring=False))

@@ -6,6 +6,7 @@ import os
 import pty
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
+from django.utils import timezone
 
 from queued_storage import operations
 from queued_storage.backends import QueuedS3Storage
@@ -116,7 +118,9 @@ def test_periodic_reconcile_task(celery_worker, unique):
 
     with override_settings(QUEUED_STORAGE_PER_HOST_QUEUE=True):
         doc = Document.objects.create(file=ContentFile(b"x", name=f"{unique}.txt"))
-    assert reconcile.delay(0).id
+    stale = timezone.now() - operations.default_age() - timedelta(seconds=1)
+    StoredFile.objects.filter(name=doc.file.name).update(updated=stale)
+    assert reconcile.delay().id
     wait_for(lambda: doc.file.storage.using_remote(doc.file.name))
 
 

@@ -1,5 +1,7 @@
 """End to end through a real Celery worker (in a thread) and the S3 endpoint."""
 
+import os
+
 import pytest
 import requests
 from django.core.files.base import ContentFile
@@ -80,19 +82,25 @@ def test_transfer_and_delete_removes_the_local_copy(
 
 
 class RecordingLocal(FileSystemStorage):
-    """A local storage that notes, when asked to delete, where reads would go."""
+    """A local storage that notes, when its copy goes, where reads would go."""
 
     seen: list = []
     queued = None
 
-    def delete(self, name):
-        self.seen.append(self.queued.using_remote(name))
-        super().delete(name)
-
 
 def test_state_flips_to_remote_before_the_local_copy_goes(
-    celery_worker, tmp_path, unique
+    celery_worker, tmp_path, unique, monkeypatch
 ):
+    from queued_storage import local_copy
+
+    move = local_copy.move_aside
+
+    def recording_move(path, aside):
+        name = os.path.relpath(path, tmp_path)
+        RecordingLocal.seen.append(RecordingLocal.queued.using_remote(name))
+        move(path, aside)
+
+    monkeypatch.setattr(local_copy, "move_aside", recording_move)
     storage = QueuedS3Storage(
         local="tests.test_worker.RecordingLocal",
         local_options={"location": str(tmp_path)},
@@ -100,9 +108,10 @@ def test_state_flips_to_remote_before_the_local_copy_goes(
     )
     RecordingLocal.queued = storage
     RecordingLocal.seen.clear()
-    storage.save(f"flip-{unique}.txt", ContentFile(b"x"))
+    name = storage.save(f"flip-{unique}.txt", ContentFile(b"x"))
     wait_for(lambda: RecordingLocal.seen)
     assert RecordingLocal.seen == [True]
+    wait_for(lambda: not storage.local.exists(name))
 
 
 def test_delayed_storage_moves_only_when_asked(celery_worker, s3_client, unique):

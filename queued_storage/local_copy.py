@@ -1,0 +1,97 @@
+"""Remove a local copy only if it is still the one that was transferred.
+
+With a local storage that overwrites files saved again, a new save of a name
+can land while ``TransferAndDelete`` finishes the transfer of the previous
+version. Deleting by name would then remove the new bytes. The copy is first
+moved aside, atomically, so that a save from then on writes a new file;
+then, once any writer that already had it open is done (it holds a lock
+while it writes), its identity is compared with the one taken before the
+upload. A copy that changed is put back.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from django.core.files import locks
+
+#: What tells one version of a local file from another: device, inode, size
+#: and modification time in nanoseconds (a rewrite in place changes the
+#: last, a replacement by rename the inode).
+Identity = tuple[int, int, int, int]
+
+
+def _path(local: Any, name: str) -> str | None:
+    try:
+        return str(local.path(name))
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def _identity(stat: os.stat_result) -> Identity:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def identity(local: Any, name: str) -> Identity | None:
+    """Return the identity of the local copy of *name*, if it has a path."""
+    path = _path(local, name)
+    if path is None:
+        return None
+    try:
+        return _identity(os.stat(path))
+    except OSError:
+        return None
+
+
+def delete_if_unchanged(local: Any, name: str, expected: Identity | None) -> bool:
+    """Delete the local copy of *name* if its identity is still *expected*.
+
+    Return whether it is gone. Without a path or an *expected* identity the
+    copy is deleted by name, as the storage does.
+    """
+    path = _path(local, name)
+    if path is None or expected is None:
+        local.delete(name)
+        return True
+    aside = os.path.join(os.path.dirname(path), f".qs-deleting-{secrets.token_hex(8)}")
+    try:
+        move_aside(path, aside)
+    except FileNotFoundError:
+        return True
+    try:
+        with open(aside, "rb") as handle:
+            # A save that opened the file before it moved writes on under a
+            # lock: wait for it, then look.
+            locks.lock(handle, locks.LOCK_EX)
+            unchanged = _identity(os.fstat(handle.fileno())) == expected
+        if unchanged:
+            os.remove(aside)
+            return True
+        _put_back(aside, path)
+        return False
+    except BaseException:
+        _put_back(aside, path)
+        raise
+
+
+def move_aside(path: str, aside: str) -> None:
+    """Rename *path* to *aside*: from here on, the copy is out of reads' way."""
+    os.rename(path, aside)
+
+
+def _put_back(aside: str, path: str) -> None:
+    """Move *aside* back to *path*, unless a newer save wrote *path* since."""
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        pass  # The newer file stays; the one aside was overwritten anyway.
+    except OSError:
+        if not os.path.exists(path):
+            os.rename(aside, path)
+            return
+    try:
+        os.remove(aside)
+    except FileNotFoundError:
+        pass
