@@ -103,6 +103,12 @@ CACHES = {
     },
 }
 
+# The file-based cache unpickles what it reads (queued_storage.W010). Here it
+# lives in this demo's own var/ folder, which only its own processes write;
+# a deployment keeps the states in Redis with
+# queued_storage.serializers.JSONSerializer instead (see docs/security.rst).
+SILENCED_SYSTEM_CHECKS = ["queued_storage.W010"]
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
