@@ -405,11 +405,14 @@ class StateStore:
     def drop(self, name: str) -> None:
         """Remove whatever is recorded for *name*, leaving no deleted mark."""
         if self.ledger:
-            self._rows().filter(name_hash=name_hash(name)).delete()
+            ledger_access.run(self._delete_row, name, using=self.db)
         try:
             self.cache.delete(self.key(name))
         except Exception as exc:
             logger.warning("Cache unavailable, state not removed: %s", exc)
+
+    def _delete_row(self, name: str) -> None:
+        self._rows().filter(name_hash=name_hash(name)).delete()
 
     def forget(self, name: str) -> None:
         """Mark *name* deleted, so that a task still in flight gives up."""
