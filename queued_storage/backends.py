@@ -177,8 +177,20 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
     def _move_local(self, name: str, max_length: int | None) -> str:
         """Move this save's local copy of *name* to a free name; return it."""
         new = self.get_available_name(name, max_length)
-        with self.local.open(name, "rb") as content:
-            moved = self.validate_name(self.local.save(new, content, max_length))
+        local, chosen = _recording_names(self.local)
+        try:
+            with self.local.open(name, "rb") as content:
+                saved = local.save(new, content, max_length)
+        except Exception:
+            # As in save(): what a failed write left is under its last choice.
+            if chosen:
+                self._remove_partial(chosen[-1])
+            raise
+        try:
+            moved = self.validate_name(saved)
+        except BaseException:
+            self._discard(saved)
+            raise
         self.local.delete(name)
         logger.info(
             "%r was taken by another save meanwhile; saved as %r instead.", name,

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage
 
 from queued_storage.backends import QueuedStorage
 from queued_storage.models import StoredFile
+from queued_storage.status import FileState, Status
 
 MEMORY = "django.core.files.storage.InMemoryStorage"
 
@@ -26,3 +31,47 @@ def test_deleting_a_directory_from_asyncio_run_marks_its_files_deleted(unique):
     assert not storage.exists(name)
     row = StoredFile.objects.get(storage=storage.reference, name=name)
     assert row.status == "deleted"
+
+
+class RacingLocal(FileSystemStorage):
+    """A local disk where another host records the name during the first write.
+
+    The second write (the move to another name) fills the disk midway: it
+    leaves half its bytes behind and raises, as ``FileSystemStorage`` does
+    when the disk is full.
+    """
+
+    writes = 0
+    queued: Any = None
+
+    def _save(self, name: str, content: Any) -> str:
+        type(self).writes += 1
+        if type(self).writes == 1:
+            # Another host, with a disk of its own, records the same name now.
+            other = FileState(Status.PENDING, "0123456789abcdef", 1)
+            assert self.queued.state.record(name, other, host="other", exclusive=True)
+            return super()._save(name, content)
+        with open(self.path(name), "wb") as partial:
+            partial.write(b"hal")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_that_fails_moving_to_another_name_leaves_no_partial_copy(
+    tmp_path, unique
+):
+    RacingLocal.writes = 0
+    storage = QueuedStorage(
+        local="tests.test_attacks.RacingLocal",
+        remote="django.core.files.storage.FileSystemStorage",
+        local_options={"location": str(tmp_path / "local")},
+        remote_options={"location": str(tmp_path / "remote")},
+        delayed=True,
+    )
+    RacingLocal.queued = storage
+    with pytest.raises(OSError):
+        storage.save(f"{unique}.txt", ContentFile(b"half"))
+    assert RacingLocal.writes == 2
+    assert sorted(os.listdir(tmp_path / "local")) == []
+    rows = StoredFile.objects.filter(storage=storage.reference)
+    assert [(row.name, row.host) for row in rows] == [(f"{unique}.txt", "other")]
