@@ -75,3 +75,42 @@ def test_a_save_that_fails_moving_to_another_name_leaves_no_partial_copy(
     assert sorted(os.listdir(tmp_path / "local")) == []
     rows = StoredFile.objects.filter(storage=storage.reference)
     assert [(row.name, row.host) for row in rows] == [(f"{unique}.txt", "other")]
+
+
+class DeletedDuringUpload(FileSystemStorage):
+    """A remote where the file is deleted, through the queued storage, mid-upload."""
+
+    queued: Any = None
+
+    def _save(self, name: str, content: Any) -> str:
+        self.queued.delete(name)
+        return super()._save(name, content)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bulk_import() records TRANSFERRED with state.record(), not a "
+        "compare-and-set on the version it read, and keeps what it uploaded: "
+        "a file deleted while the import uploads it comes back as transferred "
+        "and its bytes stay on the remote."
+    ),
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_file_deleted_while_import_uploads_it_stays_deleted(tmp_path, unique):
+    from queued_storage.operations import bulk_import
+
+    storage = QueuedStorage(
+        local="django.core.files.storage.FileSystemStorage",
+        remote="tests.test_attacks.DeletedDuringUpload",
+        local_options={"location": str(tmp_path / "local")},
+        remote_options={"location": str(tmp_path / "remote")},
+        delayed=True,
+    )
+    DeletedDuringUpload.queued = storage
+    name = storage.save(f"{unique}.txt", ContentFile(b"private"))
+    bulk_import(storage)
+    row = StoredFile.objects.get(storage=storage.reference, name=name)
+    assert row.status == "deleted"
+    assert not storage.exists(name)
+    assert not (tmp_path / "remote" / name).exists()
