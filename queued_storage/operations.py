@@ -358,11 +358,44 @@ def bulk_import(
                     report.fail(name, queued.redact(f"{type(exc).__name__}: {exc}"))
                     continue
                 done = FileState(Status.TRANSFERRED, secrets.token_hex(8), result.size)
-                queued.state.record(name, done)
+                if not _record_imported(queued, name, state, done):
+                    report.fail(name, _CHANGED)
+                    continue
             report.done += 1
             if found:
                 found(name)
     return report
+
+
+_CHANGED = (
+    "deleted or saved again while it was imported: its state was left as it "
+    "was, and what was uploaded of a deleted file was removed"
+)
+
+
+def _record_imported(
+    queued: QueuedStorageBase, name: str, read: FileState | None, done: FileState
+) -> bool:
+    """Record *name* as *done* unless it changed since its state was *read*.
+
+    A file deleted meanwhile must not come back: what the import uploaded
+    is removed from the remote. A file first seen untracked is recorded only
+    if no other save recorded the name meanwhile.
+    """
+    store = queued.state
+    if read is None or not read.version:
+        recorded = store.record(name, done, exclusive=True)
+    else:
+        recorded = store.compare_and_set(
+            name, read.version, done,
+            only_from=(Status.PENDING, Status.TRANSFERRING, Status.FAILED),
+        )  # fmt: skip
+    if recorded:
+        return True
+    current = store.get(name, durable=True)
+    if (current is None and store.ledger) or (current and current.is_deleted):
+        queued.remote.delete(name)
+    return False
 
 
 def purge(older_than: timedelta, storage: str | None = None) -> int:
