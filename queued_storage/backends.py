@@ -434,6 +434,8 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             self._delete_from_both(name)
         finally:
             self.state.drop(name)
+            # A save may have landed below the directory since it was listed.
+            below.update(self.state.names_below(name))
             states = self.state.get_many(sorted(below))
             for path, state in states.items():
                 if state is None or state.is_deleted:

@@ -411,6 +411,19 @@ class StateStore:
         except Exception as exc:
             logger.warning("Cache unavailable, state not removed: %s", exc)
 
+    def names_below(self, directory: str) -> list[str]:
+        """Return the names recorded below *directory* for files not deleted.
+
+        Only the ledger can list names; without it the list is empty.
+        """
+        if not self.ledger:
+            return []
+        return ledger_access.run(self._names_below, directory, using=self.db)
+
+    def _names_below(self, directory: str) -> list[str]:
+        rows = self._rows().filter(name__startswith=f"{directory}/")
+        return list(rows.exclude(status=Status.DELETED).values_list("name", flat=True))
+
     def _delete_row(self, name: str) -> None:
         self._rows().filter(name_hash=name_hash(name)).delete()
 

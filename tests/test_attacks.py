@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
-from django.core.files.storage import FileSystemStorage
+from django.core.files.storage import FileSystemStorage, InMemoryStorage
 
 from queued_storage.backends import QueuedStorage
 from queued_storage.models import StoredFile
@@ -107,3 +107,37 @@ def test_a_file_deleted_while_import_uploads_it_stays_deleted(tmp_path, unique):
     assert row.status == "deleted"
     assert not storage.exists(name)
     assert not (tmp_path / "remote" / name).exists()
+
+
+class SavedIntoDuringDelete(InMemoryStorage):
+    """A local storage where another request saves into a directory being deleted.
+
+    The save lands after the queued storage listed the directory's files and
+    before the local storage removes the directory with all it holds.
+    """
+
+    queued: Any = None
+    late: list[str] = []
+
+    def delete(self, name: str) -> None:
+        if not self.late:
+            self.late.append(self.queued.save(f"{name}/late.txt", ContentFile(b"l")))
+        super().delete(name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_saved_into_a_directory_while_it_is_deleted_is_not_left_pending(
+    unique,
+):
+    SavedIntoDuringDelete.late = []
+    storage = QueuedStorage(
+        local="tests.test_attacks.SavedIntoDuringDelete", remote=MEMORY, delayed=True
+    )
+    SavedIntoDuringDelete.queued = storage
+    storage.save(f"{unique}/a.txt", ContentFile(b"a"))
+    storage.delete(unique)
+    (late,) = SavedIntoDuringDelete.late
+    assert not storage.local.exists(late)
+    row = StoredFile.objects.get(storage=storage.reference, name=late)
+    assert row.status == "deleted"
+    assert not storage.exists(late)
