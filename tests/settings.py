@@ -97,6 +97,11 @@ CACHES = {
         "OPTIONS": {"serializer": "queued_storage.serializers.JSONSerializer"},
     },
 }
+# sorl-thumbnail keeps Python objects in its cache, which the JSON state
+# cache above refuses: it gets a pickling cache of its own, as a project
+# whose "default" cache holds the states would give it.
+CACHES["thumbnails"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+THUMBNAIL_CACHE = "thumbnails"
 if ENV("QS_TEST_MEMCACHED"):
     CACHES["memcached"] = {
         "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
