@@ -10,4 +10,9 @@ class QueuedStorageConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import broker_checks, checks, conf  # noqa: F401  (registers checks)
+        from . import (  # noqa: F401  (registers checks)
+            broker_checks,
+            checks,
+            conf,
+            runner_checks,
+        )

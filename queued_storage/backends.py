@@ -257,8 +257,9 @@ class QueuedStorage(QueuedStorageBase):
         """Send the signed transfer message for *name* at *version*.
 
         The storage's runner sends it (Celery unless the ``runner`` option
-        or ``QUEUED_STORAGE_RUNNER`` says otherwise). A broker that cannot be reached is logged, not raised: the file stays
-        pending and ``manage.py queued_storage reconcile`` queues it again.
+        or ``QUEUED_STORAGE_RUNNER`` says otherwise). A broker that cannot be
+        reached is logged, not raised: the file stays pending and
+        ``manage.py queued_storage reconcile`` queues it again.
         With per-host queues, *host* names the host that holds the local copy
         (this one by default).
         """

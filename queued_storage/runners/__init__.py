@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from ..conf import settings
+from ..machine import Policy
+
 if TYPE_CHECKING:
     from ..backends import QueuedStorage
 
@@ -80,4 +83,16 @@ def get_runner(name: str) -> Runner:
             "Install the package its framework needs "
             "(pip install 'django-queued-storage[tasks]' for django_tasks)."
         ) from exc
-    return cls()  # type: ignore[no-any-return]
+    return cls()
+
+
+def settings_policy() -> Policy:
+    """Return the retry and lease policy that the settings of now describe."""
+    return Policy(
+        retries=int(settings.QUEUED_STORAGE_RETRIES),
+        max_deliveries=int(settings.QUEUED_STORAGE_MAX_DELIVERIES),
+        retry_delay=float(settings.QUEUED_STORAGE_RETRY_DELAY),
+        backoff_max=float(settings.QUEUED_STORAGE_RETRY_BACKOFF_MAX),
+        lease=float(settings.QUEUED_STORAGE_LEASE),
+        countdown_max=float(settings.QUEUED_STORAGE_RETRY_COUNTDOWN_MAX),
+    )
