@@ -19,7 +19,7 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from queued_storage import operations
+from queued_storage import dispatch, operations
 from queued_storage.enqueue import this_host
 from queued_storage.exceptions import InvalidMessage
 from queued_storage.models import StoredFile
@@ -268,3 +268,16 @@ def test_the_django_tasks_runner_moves_files_without_celery(tmp_path):
         env=env, timeout=60,
     )  # fmt: skip
     assert done.stdout.split() == ["True", "False"], done.stderr
+
+
+def test_in_outbox_mode_the_dispatcher_enqueues_the_tasks(fs_queued, dummy):
+    storage = fs_queued(runner="django_tasks")
+    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+        name = storage.save("outbox.txt", ContentFile(b"x"))
+        assert dummy.results == []
+        assert row(storage, name).outbox
+        assert dispatch.dispatch(storage=storage.reference) == [name]
+    [result] = dummy.results
+    assert result.kwargs["name"] == name
+    assert not row(storage, name).outbox
+    assert result.task.call(**result.kwargs) is True
