@@ -181,6 +181,9 @@ class QueuedStorageBase(LocalPlace, Storage):
         if task is not None:
             self.task = task
         if runner is not None:
+            from .runners import runner_path
+
+            runner_path(runner)  # An unknown name raises before any save.
             self.runner = runner
         self._reference = reference
         registry.register(self)

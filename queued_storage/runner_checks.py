@@ -117,7 +117,10 @@ def _check_tasks_backend() -> list[Any]:
                 "transfer is retried only when the dispatcher or reconcile "
                 "sends it again.",
                 hint="Run 'manage.py queued_storage reconcile' periodically (or "
-                "the dispatcher), or use a backend that supports deferral.",
+                "the dispatcher), or use a backend that supports deferral. "
+                "Without the ledger (QUEUED_STORAGE_LEDGER), such retries are "
+                "not kept anywhere: the file stays pending until transfer() "
+                "is called.",
                 id="queued_storage.W052",
             )
         )

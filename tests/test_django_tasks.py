@@ -183,10 +183,13 @@ def test_a_task_option_that_is_no_task_raises(fs_queued):
         storage.enqueue("x.txt", "v")
 
 
-def test_an_unknown_runner_raises_naming_the_choices(fs_queued):
-    storage = fs_queued(runner="rq")
+def test_an_unknown_runner_raises_before_anything_is_saved(fs_queued):
     with pytest.raises(ImproperlyConfigured, match="'celery', 'django_tasks'"):
-        storage.get_runner()
+        fs_queued(runner="rq")
+    storage = fs_queued()
+    with override_settings(QUEUED_STORAGE_RUNNER="rq"):
+        with pytest.raises(ImproperlyConfigured, match="'celery', 'django_tasks'"):
+            storage.get_runner()
     with pytest.raises(ImproperlyConfigured, match="cannot be imported"):
         get_runner("nowhere.Runner")
 
@@ -281,3 +284,46 @@ def test_in_outbox_mode_the_dispatcher_enqueues_the_tasks(fs_queued, dummy):
     assert result.kwargs["name"] == name
     assert not row(storage, name).outbox
     assert result.task.call(**result.kwargs) is True
+
+
+def test_a_message_delivered_twice_transfers_once(fs_queued, dummy):
+    storage = fs_queued(runner="django_tasks")
+    name = storage.save("twice.txt", ContentFile(b"x"))
+    [result] = dummy.results
+    assert result.task.call(**result.kwargs) is True
+    assert result.task.call(**result.kwargs) is True
+    found = row(storage, name)
+    assert (found.status, found.attempts) == (Status.TRANSFERRED, 1)
+
+
+def test_a_message_of_a_file_saved_again_is_discarded(fs_queued, dummy):
+    storage = fs_queued(runner="django_tasks")
+    name = storage.save("again.txt", ContentFile(b"x"))
+    [old] = dummy.results
+    storage.delete(name)
+    assert old.task.call(**old.kwargs) is False
+    assert not storage.remote.exists(name)
+    assert row(storage, name).status == Status.DELETED
+
+
+def test_a_default_backend_that_refuses_the_tasks_is_reported_not_raised():
+    code = (
+        "from django.conf import settings\n"
+        "settings.configure(\n"
+        "    INSTALLED_APPS=['queued_storage'], SECRET_KEY='x' * 50,\n"
+        "    DATABASES={'default': {'ENGINE': 'django.db.backends.sqlite3',\n"
+        "                           'NAME': ':memory:'}},\n"
+        "    TASKS={'default': {\n"
+        "        'BACKEND': 'django.tasks.backends.dummy.DummyBackend',\n"
+        "        'QUEUES': ['uploads']}},\n"
+        "    QUEUED_STORAGE_RUNNER='django_tasks')\n"
+        "import django; django.setup()\n"
+        "from queued_storage.runner_checks import check_runners\n"
+        "print(*[m.id for m in check_runners()])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+        env=env, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.split() == ["queued_storage.E050"], done.stderr

@@ -83,6 +83,11 @@ def get_runner(name: str) -> Runner:
             "Install the package its framework needs "
             "(pip install 'django-queued-storage[tasks]' for django_tasks)."
         ) from exc
+    except Exception as exc:  # The framework refused its configuration.
+        raise ImproperlyConfigured(
+            f"The queued_storage runner {name!r} cannot be loaded: "
+            f"{type(exc).__name__}: {exc}."
+        ) from exc
     return cls()
 
 
