@@ -17,6 +17,7 @@ from django.test import override_settings
 from django_tasks_db.models import DBTaskResult
 
 from queued_storage import operations
+from queued_storage.enqueue import this_host
 from queued_storage.models import StoredFile
 from queued_storage.runners.django_tasks import transfer
 from queued_storage.state import Status
@@ -187,3 +188,32 @@ def test_the_worker_refuses_a_forged_message(runner_settings, unique):
     found = row(slow_storage, name)
     assert (found.status, found.attempts) == (Status.PENDING, 0)
     assert not slow_storage.remote.exists(name)
+
+
+def test_per_host_queues_keep_transfers_on_the_host_that_saved(runner_settings, unique):
+    elsewhere = TasksWorkerProcess(
+        "tests.settings", backend="database", cwd=ROOT,
+        env={"QS_TEST_WORKER": "1", "QS_TEST_TASKS_BACKEND": "database"},
+        queues="queued_storage.another-host", extra_args=("--batch",),
+    )  # fmt: skip
+    with override_settings(QUEUED_STORAGE_PER_HOST_QUEUE=True):
+        name = slow_storage.save(f"host-{unique}.txt", ContentFile(b"x"))
+    [waiting] = results_for(name)
+    assert waiting.queue_name == f"queued_storage.{this_host()}"
+    # The other host's worker runs everything due on its queue, then exits.
+    elsewhere.start()
+    try:
+        wait_for(lambda: not elsewhere.is_running(), timeout=30)
+    finally:
+        elsewhere.stop()
+    assert results_for(name)[0].status == "READY"
+    here = TasksWorkerProcess(
+        "tests.settings", backend="database", cwd=ROOT,
+        env={"QS_TEST_WORKER": "1", "QS_TEST_TASKS_BACKEND": "database",
+             "QS_TEST_UPLOAD_SECONDS": "0.1"},
+        queues=f"queued_storage.{this_host()}",
+    ).start()  # fmt: skip
+    try:
+        wait_for(lambda: slow_storage.using_remote(name), timeout=30)
+    finally:
+        here.stop()

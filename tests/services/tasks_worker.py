@@ -21,7 +21,8 @@ class TasksWorkerProcess:
 
     It runs ``django-admin db_worker`` with *settings* in *cwd*, for the
     ``TASKS`` alias *backend* and every queue, polling every *interval*
-    seconds; *env* is added to the environment.
+    seconds; *env* is added to the environment and *extra_args* to the
+    command (``("--batch",)`` runs what is due, then exits).
     """
 
     def __init__(
@@ -33,11 +34,13 @@ class TasksWorkerProcess:
         cwd: str | os.PathLike[str] | None = None,
         interval: float = 0.1,
         queues: str = "*",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.settings = settings
         self.backend = backend
         self.interval = interval
         self.queues = queues
+        self.extra_args = list(extra_args)
         self.cwd = cwd
         self.name = f"db-worker-{uuid.uuid4().hex[:8]}"
         self.env = dict(os.environ)
@@ -55,6 +58,7 @@ class TasksWorkerProcess:
             "--queue-name", self.queues,
             "--interval", str(self.interval),
             "--no-startup-delay", "--no-reload", "--verbosity", "2",
+            *self.extra_args,
         ]  # fmt: skip
 
     @property
