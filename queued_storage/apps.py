@@ -11,4 +11,10 @@ class QueuedStorageConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the checks, the settings' defaults and the log filter.
-        from . import broker_checks, checks, conf, redaction  # noqa: F401
+        from . import (  # noqa: F401
+            broker_checks,
+            checks,
+            conf,
+            redaction,
+            runner_checks,
+        )

@@ -20,6 +20,7 @@ from .compat import Deprecated08, remember_result
 from .conf import settings
 from .enqueue import transfer_queue as transfer_queue  # where it used to be
 from .exceptions import NameTaken
+from .runners import Runner, get_runner
 from .s3_urls import url_builder
 from .signals import file_queued
 from .state import FileState, Status
@@ -300,12 +301,22 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
     def enqueue(self, name: str, version: str, host: str | None = None) -> Any:
         """Send the signed transfer message for *name* at *version*.
 
-        A broker that cannot be reached is logged, not raised: the file stays
-        pending and ``manage.py queued_storage reconcile`` queues it again.
+        The storage's runner sends it (Celery unless the ``runner`` option
+        or ``QUEUED_STORAGE_RUNNER`` says otherwise). A broker that cannot be
+        reached is logged, not raised: the file stays pending and
+        ``manage.py queued_storage reconcile`` queues it again.
         With per-host queues, *host* names the host that holds the local copy
         (this one by default).
         """
-        return sending.send(self, name, version, host)
+        return self.get_runner().send(self, name, version, host)
+
+    def runner_name(self) -> str:
+        """Return the name of the runner of this storage, as of now."""
+        return self.runner or str(settings.QUEUED_STORAGE_RUNNER)
+
+    def get_runner(self) -> Runner:
+        """Return the runner that carries this storage's transfer messages."""
+        return get_runner(self.runner_name())
 
     # Reading ---------------------------------------------------------------
 

@@ -83,6 +83,9 @@ class QueuedStorageBase(LocalPlace, Storage):
     cache_prefix: str | None = None
     delayed: bool = False
     task: str = "queued_storage.tasks.Transfer"
+    #: The runner that carries transfer messages; ``None`` follows
+    #: ``QUEUED_STORAGE_RUNNER``.
+    runner: str | None = None
     #: Note why a subclass cannot work without an explicit ``remote``.
     removed_remote: str | None = None
 
@@ -102,6 +105,7 @@ class QueuedStorageBase(LocalPlace, Storage):
         delayed: bool | None = None,
         task: str | None = None,
         reference: str | None = None,
+        runner: str | None = None,
         **unknown: Any,
     ) -> None:
         name = type(self).__name__
@@ -153,6 +157,7 @@ class QueuedStorageBase(LocalPlace, Storage):
             ("delayed", delayed, bool),
             ("task", task, str),
             ("reference", reference, str),
+            ("runner", runner, str),
         ):
             if value is not None and not isinstance(value, kind):
                 raise ImproperlyConfigured(
@@ -167,6 +172,11 @@ class QueuedStorageBase(LocalPlace, Storage):
             self.delayed = delayed
         if task is not None:
             self.task = task
+        if runner is not None:
+            from .runners import runner_path
+
+            runner_path(runner)  # An unknown name raises before any save.
+            self.runner = runner
         self._reference = reference
         registry.register(self)
 
@@ -217,8 +227,10 @@ class QueuedStorageBase(LocalPlace, Storage):
             same_class = import_string(params["BACKEND"]) is type(self)
             if same_class and not args and params.get("OPTIONS", {}) == kwargs:
                 return alias
+        # The runner carries messages; it does not make the files another set.
+        kept = {key: value for key, value in kwargs.items() if key != "runner"}
         payload = json.dumps(
-            [path, args, _without_secrets(kwargs)], sort_keys=True, default=repr
+            [path, args, _without_secrets(kept)], sort_keys=True, default=repr
         )
         digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
         return f"{type(self).__name__}:{digest}"

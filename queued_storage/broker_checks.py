@@ -37,7 +37,10 @@ def broker_kind(url: str) -> str:
 
 @register()
 def check_broker_windows(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    from celery import current_app
+    try:
+        from celery import current_app
+    except ImportError:  # Celery is not installed: nothing to check.
+        return []
 
     conf = current_app.conf
     kind = broker_kind(str(conf.broker_url or ""))

@@ -173,8 +173,6 @@ def check_ledger(
 def check_storages(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from django.core.exceptions import ImproperlyConfigured
 
-    from .tasks import get_task
-
     errors: list[Any] = []
     seen: dict[str, Any] = {}
     for storage in queued_storages(errors):
@@ -196,10 +194,28 @@ def check_storages(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             except ImproperlyConfigured as exc:
                 errors.append(Error(f"{label}: {exc}", id="queued_storage.E002"))
         try:
-            get_task(storage.task)
+            _check_task(storage)
         except ImproperlyConfigured as exc:
             errors.append(Error(f"{label}: {exc}", id="queued_storage.E003"))
     return errors
+
+
+def _check_task(storage: Any) -> None:
+    """Raise ImproperlyConfigured if the runner of *storage* lacks its task.
+
+    A runner that cannot be imported is reported by ``queued_storage.E050``.
+    """
+    runner = storage.runner_name()
+    if runner == "celery":
+        from .tasks import get_task
+
+        get_task(storage.task)
+    elif runner == "django_tasks":
+        try:
+            from .runners import django_tasks
+        except ImportError:
+            return
+        django_tasks.get_task(django_tasks.task_path(storage))
 
 
 @register()
@@ -262,7 +278,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 @register()
 def check_celery(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    from celery import current_app
+    try:
+        from celery import current_app
+    except ImportError:  # Celery is not installed: nothing to check.
+        return []
 
     accepted = {str(kind).lower() for kind in current_app.conf.accept_content or ()}
     if accepted & {"pickle", "application/x-python-serialize"}:
@@ -292,7 +311,10 @@ def _broker_is_local(url: str) -> bool:
 
 @register()
 def check_local_reachable(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    from celery import current_app
+    try:
+        from celery import current_app
+    except ImportError:  # Celery is not installed: nothing to check.
+        return []
     from django.core.files.storage import FileSystemStorage
 
     if settings.QUEUED_STORAGE_PER_HOST_QUEUE or settings.QUEUED_STORAGE_SHARED_LOCAL:
@@ -479,7 +501,10 @@ def check_broker_transport(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Report a broker whose Celery transport cannot be loaded."""
     from urllib.parse import urlsplit
 
-    from celery import current_app
+    try:
+        from celery import current_app
+    except ImportError:  # Celery is not installed: nothing to check.
+        return []
     from kombu.transport import resolve_transport
 
     url = current_app.conf.broker_url or ""

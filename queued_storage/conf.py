@@ -57,5 +57,11 @@ class QueuedStorageConf(AppConf):
     #: counts the message as lost and sends it again.
     RECONCILE_AGE = 300
 
+    #: The runner that carries transfer messages: ``"celery"``,
+    #: ``"django_tasks"`` or the dotted path of a runner class.
+    RUNNER = "celery"
+    #: Alias in ``TASKS`` of the backend the ``django_tasks`` runner uses.
+    TASKS_BACKEND = "default"
+
     class Meta:
         prefix = "queued_storage"

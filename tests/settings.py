@@ -9,6 +9,8 @@ same variables, so it shares the test's broker, cache and database.
 import os
 import tempfile
 
+import django
+
 from queued_storage.serializers import json_serde
 
 ENV = os.environ.get
@@ -33,6 +35,9 @@ INSTALLED_APPS = [
     "easy_thumbnails",
     "django_cleanup.apps.CleanupSelectedConfig",
     "tests.otherapps",
+    # The database backend of Django's task framework, for the django_tasks
+    # runner; the Celery runner stays the default.
+    "django_tasks_db",
 ]
 # Both thumbnail apps name their template tag library "thumbnail".
 SILENCED_SYSTEM_CHECKS = ["templates.W003"]
@@ -108,6 +113,20 @@ if ENV("QS_TEST_MEMCACHED"):
         "LOCATION": ENV("QS_TEST_MEMCACHED"),
         "OPTIONS": {"serde": json_serde},
     }
+
+# Django's task framework, for the django_tasks runner. An empty QUEUES
+# admits every queue, per-host ones included.
+# Django 5.2 has the framework from the django-tasks package.
+_TASKS = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
+TASKS = {
+    "default": {
+        "BACKEND": f"{_TASKS}.backends.immediate.ImmediateBackend",
+        "QUEUES": [],
+    },
+    "database": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": []},
+    "dummy": {"BACKEND": f"{_TASKS}.backends.dummy.DummyBackend", "QUEUES": []},
+}
+QUEUED_STORAGE_TASKS_BACKEND = ENV("QS_TEST_TASKS_BACKEND", "default")
 
 # Worker processes of the broker tests consume from the RabbitMQ node.
 CELERY_BROKER_URL = ENV("QS_TEST_BROKER_URL") or f"{REDIS_URL}/0"

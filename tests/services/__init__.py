@@ -50,6 +50,7 @@ from .postgres import PostgresServer
 from .rabbitmq import RabbitMQServer
 from .s3 import S3Server
 from .sftp import SFTPServer
+from .tasks_worker import TasksWorkerProcess
 
 __all__ = [
     "AWS_ACCESS_KEY_ID",
@@ -67,5 +68,6 @@ __all__ = [
     "S3Server",
     "SFTPServer",
     "ServiceError",
+    "TasksWorkerProcess",
     "free_port",
 ]

@@ -1,0 +1,29 @@
+"""The Celery runner: sends transfer messages to the tasks of :mod:`..tasks`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import enqueue
+
+if TYPE_CHECKING:
+    from ..backends import QueuedStorage
+
+
+class CeleryRunner:
+    """Publish transfer messages to Celery, with a time-bounded retry policy.
+
+    The storage's ``task`` option names the Celery task; Celery itself is
+    imported at the first send.
+    """
+
+    def send(
+        self,
+        queued: QueuedStorage,
+        name: str,
+        version: str,
+        host: str | None,
+        delay: float | None = None,
+    ) -> Any:
+        """Publish the message of *name*; return the Celery result or ``None``."""
+        return enqueue.send(queued, name, version, host, delay)
