@@ -34,9 +34,11 @@ try:  # Django 6.0 and later
 except ImportError:  # Django 5.2 with the django-tasks package
     from django_tasks import (  # type: ignore[no-redef,import-not-found,unused-ignore]
         DEFAULT_TASK_QUEUE_NAME,
-        Task,
         task,
         task_backends,
+    )
+    from django_tasks.base import (  # type: ignore[no-redef,import-not-found,unused-ignore]
+        Task,
     )
 
 if TYPE_CHECKING:
