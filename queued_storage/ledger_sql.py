@@ -24,6 +24,7 @@ VENDORS = frozenset({"sqlite", "postgresql"})
 UPSERT_COLUMNS = (
     "name", "status", "version", "size", "attempts", "last_error",
     "content_type", "host", "checksum", "transferred", "updated", "outbox",
+    "local_deleted",
 )  # fmt: skip
 
 

@@ -37,6 +37,9 @@ class StoredFile(models.Model):
     #: The transfer message of this version is still to be sent, by the
     #: dispatcher (``QUEUED_STORAGE_OUTBOX``).
     outbox = models.BooleanField(_("in the outbox"), default=False)
+    #: When the local copy of a transferred file was removed to free the
+    #: local storage (``local_retention``); empty while it is still there.
+    local_deleted = models.DateTimeField(_("local copy removed"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("stored file")

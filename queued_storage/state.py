@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.core.cache import caches
@@ -36,6 +37,13 @@ __all__ = ["FileState", "StateStore", "Status", "name_hash"]
 def name_hash(name: str) -> str:
     """Return the hex SHA-256 of *name*, the ledger's index on names."""
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _stamped(state: FileState, now: datetime) -> FileState:
+    """Return *state* with its transfer time: *now* if it just became remote."""
+    if not state.is_remote:
+        return state.evolve(transferred_at=None) if state.transferred_at else state
+    return state if state.transferred_at else state.evolve(transferred_at=now)
 
 
 class StateStore:
@@ -175,18 +183,22 @@ class StateStore:
         updated at once. With *outbox*, the row also asks the dispatcher to
         send the transfer message of this version.
         """
+        now = timezone.now()
+        state = _stamped(state, now)
         if self.ledger:
-            self._upsert(name, state, host, outbox)
+            self._upsert(name, state, host, outbox, now)
         self.remember(name, state)
 
-    def _upsert(self, name: str, state: FileState, host: str, outbox: bool) -> None:
-        now = timezone.now()
+    def _upsert(
+        self, name: str, state: FileState, host: str, outbox: bool, now: datetime
+    ) -> None:
         values: dict[str, Any] = {
             "storage": self.reference, "name": name, "name_hash": name_hash(name),
             "status": str(state.status), "version": state.version,
             "size": state.size, "attempts": state.attempts, "last_error": state.error,
             "content_type": state.content_type, "host": host, "checksum": "",
-            "transferred": now if state.is_remote else None, "outbox": outbox,
+            "transferred": state.transferred_at, "outbox": outbox,
+            "local_deleted": None,
         }  # fmt: skip
         sql = statements(self.db)
         if sql is None:
@@ -200,7 +212,7 @@ class StateStore:
         stamp = sql.timestamp(now)
         sql.upsert({
             **values, "created": stamp, "updated": stamp,
-            "transferred": stamp if state.is_remote else None,
+            "transferred": sql.timestamp(state.transferred_at),
         })  # fmt: skip
 
     def compare_and_set(
@@ -218,6 +230,7 @@ class StateStore:
         Return ``False``, and change nothing, when the file was deleted or
         saved again since, or has moved on: the caller holds a stale view.
         """
+        new = _stamped(new, timezone.now())
         if self.ledger:
             if not self._update_row(name, version, new, checksum, only_from):
                 return False
@@ -260,7 +273,7 @@ class StateStore:
         if checksum:
             changes["checksum"] = checksum
         if new.status == Status.TRANSFERRED:
-            changes["transferred"] = now
+            changes["transferred"] = new.transferred_at or now
         digest = name_hash(name)
         sql = statements(self.db)
         if sql is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
@@ -32,6 +33,8 @@ class FileState:
     error: str = ""
     #: The content type the upload declared, handed to the remote.
     content_type: str = ""
+    #: When the transfer finished, for a file served from the remote.
+    transferred_at: datetime | None = None
 
     @property
     def is_remote(self) -> bool:
@@ -47,23 +50,28 @@ class FileState:
         """Return a copy of this state with *changes* applied."""
         return replace(self, **changes)
 
-    def to_cache(self) -> tuple[str, str, int | None, int, str, str]:
+    def to_cache(self) -> tuple[Any, ...]:
         return (
             str(self.status), self.version, self.size, self.attempts, self.error,
-            self.content_type,
+            self.content_type, self.transferred_at,
         )  # fmt: skip
 
     @classmethod
     def from_cache(cls, value: Any) -> FileState | None:
         try:
-            status, version, size, attempts, error, content_type = value
+            if len(value) == 6:  # Written before the transfer time was kept.
+                value = (*value, None)
+            status, version, size, attempts, error, content_type, at = value
         except (TypeError, ValueError):
             return None  # An entry of another shape: treat it as a miss.
-        return cls(status, version, size, attempts, error, content_type)
+        if at is not None and not isinstance(at, datetime):
+            return None
+        return cls(status, version, size, attempts, error, content_type, at)
 
     @classmethod
     def from_row(cls, row: StoredFile) -> FileState:
+        at = row.transferred if row.status == Status.TRANSFERRED else None
         return cls(
             row.status, row.version, row.size, row.attempts, row.last_error,
-            row.content_type,
+            row.content_type, at,
         )  # fmt: skip

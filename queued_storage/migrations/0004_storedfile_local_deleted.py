@@ -1,0 +1,17 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("queued_storage", "0002_storedfile_outbox"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="storedfile",
+            name="local_deleted",
+            field=models.DateTimeField(
+                blank=True, null=True, verbose_name="local copy removed"
+            ),
+        ),
+    ]
