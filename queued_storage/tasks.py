@@ -335,3 +335,28 @@ def reconcile(older_than: float | None = None) -> int:
 
     age = None if older_than is None else timedelta(seconds=float(older_than))
     return len(run(age))
+
+
+@shared_task(name="queued_storage.tasks.orphans", ignore_result=True)
+def orphans(older_than: float | None = None, delete: bool = False) -> int:
+    """Find, and with *delete* delete, the files no model row references.
+
+    Opt-in: schedule it with Celery beat. *older_than* is the grace period in
+    seconds (a day by default). Return how many orphans were found; storages
+    that no model field uses are skipped.
+    """
+    from datetime import timedelta
+
+    from . import orphans as finder
+    from .operations import known_storages
+
+    age = finder.DEFAULT_GRACE if older_than is None else timedelta(seconds=older_than)
+    found = 0
+    for storage in known_storages().values():
+        if not finder.references(storage):
+            continue
+        report = finder.run(storage, older_than=age, delete=delete, keep_names=False)
+        found += report.found
+    if found:
+        logger.warning("%s %d orphaned files.", "Deleted" if delete else "Found", found)
+    return found
