@@ -47,6 +47,13 @@ class QueuedStorageConf(AppConf):
     #: (``manage.py queued_storage dispatch``) instead of sending it from
     #: ``save()``: the ledger row is the message. Needs the ledger.
     OUTBOX = False
+    #: How long the local copy of a transferred file is kept: ``None`` keeps
+    #: it, ``0`` removes it at once, seconds or a ``timedelta`` leave it to
+    #: the sweep. A storage's ``local_retention`` option takes precedence.
+    LOCAL_RETENTION = None
+    #: Bytes of local copies above which the sweep removes the copies
+    #: transferred longest ago; ``None`` sets no cap (``local_max_bytes``).
+    LOCAL_MAX_BYTES = None
 
     class Meta:
         prefix = "queued_storage"

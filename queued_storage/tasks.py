@@ -26,7 +26,7 @@ from celery.exceptions import Reject
 from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.utils.module_loading import import_string
 
-from . import message, registry
+from . import message, registry, retention
 from .conf import settings
 from .exceptions import InvalidMessage, TransferError
 from .signals import file_transferred, local_deleted, transfer_failed
@@ -83,6 +83,8 @@ class Transfer(Task):
     acks_late = True
     reject_on_worker_lost = True
     ignore_result = True
+    #: Whether :meth:`after_transfer` removes the local copy itself.
+    removes_local = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -184,6 +186,7 @@ class Transfer(Task):
             "Transferred %r.", name, extra={**extra, "status": Status.TRANSFERRED}
         )
         self.after_transfer(queued, name)
+        retention.after_transfer(queued, name, version, removed=self.removes_local)
         file_transferred.send(
             type(self), name=name, local=queued.local, remote=queued.remote,
             storage=queued,
@@ -312,6 +315,7 @@ class TransferAndDelete(Transfer):
     """
 
     name = "queued_storage.tasks.TransferAndDelete"
+    removes_local = True
 
     def after_transfer(self, queued: QueuedStorage, name: str) -> None:
         """Delete the local copy, now that reads go to the remote one."""
@@ -360,3 +364,17 @@ def orphans(older_than: float | None = None, delete: bool = False) -> int:
     if found:
         logger.warning("%s %d orphaned files.", "Deleted" if delete else "Found", found)
     return found
+
+
+@shared_task(name="queued_storage.tasks.sweep", ignore_result=True)
+def sweep() -> int:
+    """Remove the local copies that their storage's retention lets go.
+
+    Schedule it with Celery beat when a storage has a ``local_retention``
+    period or a ``local_max_bytes`` cap. Return how many copies went.
+    """
+    from .operations import known_storages
+
+    return sum(
+        retention.sweep(storage).removed for storage in known_storages().values()
+    )

@@ -10,9 +10,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import dispatch, operations, orphans, registry
+from ... import dispatch, operations, orphans, registry, retention
 from ...exceptions import UnknownStorage
 from ...orphans import DEFAULT_BATCH, DEFAULT_GRACE
+from ...retention import DEFAULT_BATCH as DEFAULT_SWEEP_BATCH
 
 
 class Command(BaseCommand):
@@ -59,6 +60,11 @@ class Command(BaseCommand):
         dispatch.add_argument(
             "--batch", type=int, default=100, help="Messages per pass (default: 100)."
         )
+        sweep = add("sweep", "Remove the local copies that the retention lets go.")
+        sweep.add_argument(
+            "--batch", type=int, default=DEFAULT_SWEEP_BATCH,
+            help=f"Ledger rows per query (default: {DEFAULT_SWEEP_BATCH}).",
+        )  # fmt: skip
         orphans = add("orphans", "Find the files that no model row references.")
         orphans.add_argument(
             "--delete", action="store_true",
@@ -111,6 +117,32 @@ class Command(BaseCommand):
         age = result["oldest_pending_seconds"]
         self.say(options, "oldest pending: " + ("-" if age is None else f"{age:.0f} s"))
         self.say(options, f"in the outbox: {result['outbox']}")
+        local = {}
+        for storage in self.storages(options):
+            held = local[storage.reference] = retention.preview(storage)
+            self.say(
+                options,
+                f"{storage.reference}: {held['local_bytes']} bytes held locally; "
+                f"the next sweep frees {held['sweep_bytes']} bytes "
+                f"({held['sweep_files']} files).",
+            )
+        result["local"] = local
+        return result
+
+    def do_sweep(self, options: dict[str, Any]) -> dict[str, Any]:
+        if options["batch"] < 1:
+            raise CommandError("--batch must be positive.")
+        result = {}
+        for storage in self.storages(options):
+            report = retention.sweep(storage, batch=options["batch"])
+            self.say(
+                options,
+                f"{storage.reference}: removed {report.removed} local copies "
+                f"({report.freed} bytes); kept {report.kept} that changed.",
+            )
+            result[storage.reference] = {
+                "removed": report.removed, "freed": report.freed, "kept": report.kept,
+            }  # fmt: skip
         return result
 
     def do_dispatch(self, options: dict[str, Any]) -> dict[str, Any]:
