@@ -51,6 +51,12 @@ class StoredFile(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "updated"], name="queued_storage_status"),
+            # Pages of one storage's rows, by key (orphans) and by transfer
+            # time (the local retention sweep), without sorting the table.
+            models.Index(fields=["storage", "id"], name="queued_storage_pages"),
+            models.Index(
+                fields=["storage", "transferred"], name="queued_storage_transferred"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -14,4 +14,14 @@ class Migration(migrations.Migration):
                 blank=True, null=True, verbose_name="local copy removed"
             ),
         ),
+        migrations.AddIndex(
+            model_name="storedfile",
+            index=models.Index(fields=["storage", "id"], name="queued_storage_pages"),
+        ),
+        migrations.AddIndex(
+            model_name="storedfile",
+            index=models.Index(
+                fields=["storage", "transferred"], name="queued_storage_transferred"
+            ),
+        ),
     ]
