@@ -252,6 +252,20 @@ def after_transfer(
     With *removed*, the task removed the local copy itself: only the ledger
     learns it.
     """
+    try:
+        _apply_zero(storage, name, version, removed)
+    except Exception:
+        # The transfer is recorded: a failure here leaves a local copy behind
+        # (for the sweep), never the file without one.
+        logger.exception(
+            "Could not apply the local retention to %r.", name,
+            extra={"file_name": name, "storage": storage.reference},
+        )  # fmt: skip
+
+
+def _apply_zero(
+    storage: QueuedStorageBase, name: str, version: str, removed: bool
+) -> None:
     if not storage.state.ledger:
         if removed is False and storage.local_retention_period() == timedelta(0):
             storage.local.delete(name)  # Without a ledger nothing else knows.

@@ -247,3 +247,28 @@ def test_a_saved_file_holds_local_bytes_again_after_its_copy_went(fs_queued):
     assert storage.state.get(name) == FileState(
         Status.PENDING, row(storage, name).version, 4
     )
+
+
+def test_bad_retention_settings_are_reported_by_a_check():
+    from django.core.checks import run_checks
+
+    def ids(**changes: Any) -> list[str]:
+        with override_settings(**changes):
+            return [e.id for e in run_checks() if e.id.endswith("040")]
+
+    assert ids() == []
+    assert "queued_storage.E040" in ids(QUEUED_STORAGE_LOCAL_MAX_BYTES=-1)
+    assert ids(QUEUED_STORAGE_LEDGER=False) == []
+    assert ids(QUEUED_STORAGE_LEDGER=False, QUEUED_STORAGE_LOCAL_RETENTION=0) == []
+    assert "queued_storage.W040" in ids(
+        QUEUED_STORAGE_LEDGER=False, QUEUED_STORAGE_LOCAL_RETENTION=60
+    )
+
+
+def test_a_bad_setting_in_the_worker_leaves_the_transfer_recorded(fs_queued):
+    storage = fs_queued()
+    name = storage.save("bad.txt", ContentFile(b"abc"))
+    with override_settings(QUEUED_STORAGE_LOCAL_RETENTION="soon"):
+        outcome = storage.transfer(name, now=True)
+    assert outcome.status == Status.TRANSFERRED
+    assert storage.local.exists(name)
