@@ -205,3 +205,28 @@ def test_bad_arguments_are_refused():
 
     with pytest.raises(CommandError, match="--batch"):
         call_command("queued_storage", "orphans", "--batch", "0")
+
+
+def test_a_table_that_cannot_be_read_stops_the_run_before_any_deletion(files):
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE testapp_album RENAME TO testapp_album_away")
+    try:
+        with pytest.raises(Exception, match="testapp_album"):
+            orphans.run(fs_storage, delete=True)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE testapp_album_away RENAME TO testapp_album")
+    assert fs_storage.local.exists(files["orphan"])
+    assert StoredFile.objects.filter(name=files["orphan"]).exists()
+
+
+def test_hostile_names_are_looked_up_as_data(unique):
+    names = [
+        saved(f'{unique}/it\'s "quoted" %_ ; DROP TABLE x.txt'),
+        saved(f"{unique}/üñí €.txt"),
+    ]
+    Plain.objects.create(file=names[0])
+    age(*names)
+    report = orphans.run(fs_storage, delete=True)
+    assert report.orphans == [names[1]]
+    assert fs_storage.local.exists(names[0])

@@ -272,3 +272,12 @@ def test_a_bad_setting_in_the_worker_leaves_the_transfer_recorded(fs_queued):
         outcome = storage.transfer(name, now=True)
     assert outcome.status == Status.TRANSFERRED
     assert storage.local.exists(name)
+
+
+def test_a_retention_of_zero_works_without_the_ledger(fs_queued):
+    storage = fs_queued(local_retention=0)
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        name = storage.save("no-ledger.txt", ContentFile(b"abc"))
+        assert storage.transfer(name, now=True).status == Status.TRANSFERRED
+        assert not storage.local.exists(name)
+        assert read(storage, name) == b"abc"
