@@ -29,6 +29,7 @@ from django.db.models import FileField, Model
 from django.utils import timezone
 
 from .base import QueuedStorageBase
+from .retention import on_this_host
 from .state import FileState, Status
 
 logger = logging.getLogger("queued_storage")
@@ -110,9 +111,9 @@ def _ledger(storage: QueuedStorageBase, cutoff: Any) -> Any:
     from .models import StoredFile
 
     rows = StoredFile.objects.using(storage.state.db)
-    return rows.filter(storage=storage.reference, updated__lt=cutoff).exclude(
-        status=Status.DELETED
-    )
+    rows = rows.filter(storage=storage.reference, updated__lt=cutoff)
+    # The local copy of another host's file is out of this host's reach.
+    return on_this_host(rows.exclude(status=Status.DELETED))
 
 
 def count_candidates(storage: QueuedStorageBase, older_than: timedelta) -> int:

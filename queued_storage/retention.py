@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from .conf import settings
+from .enqueue import this_host
 from .signals import local_deleted
 from .status import Status
 
@@ -64,9 +66,23 @@ def _rows(storage: QueuedStorageBase) -> Any:
     return StoredFile.objects.using(storage.state.db).filter(storage=storage.reference)
 
 
+def on_this_host(rows: Any) -> Any:
+    """Return those of ledger *rows* whose local copy this host holds.
+
+    Each host has a local storage of its own unless
+    ``QUEUED_STORAGE_SHARED_LOCAL`` says every host sees the same one: a
+    host then removes only the copies it wrote (rows without a host, such as
+    those of ``import``, count as everyone's).
+    """
+    if settings.QUEUED_STORAGE_SHARED_LOCAL:
+        return rows
+    return rows.filter(host__in=[this_host(), ""])
+
+
 def _held(storage: QueuedStorageBase) -> Any:
-    """Return the rows of the files whose local copy is still there."""
-    return _rows(storage).exclude(status=Status.DELETED).filter(local_deleted=None)
+    """Return the rows of the files whose local copy this host still holds."""
+    rows = _rows(storage).exclude(status=Status.DELETED).filter(local_deleted=None)
+    return on_this_host(rows)
 
 
 def local_bytes(storage: QueuedStorageBase) -> int:

@@ -230,3 +230,13 @@ def test_hostile_names_are_looked_up_as_data(unique):
     report = orphans.run(fs_storage, delete=True)
     assert report.orphans == [names[1]]
     assert fs_storage.local.exists(names[0])
+
+
+def test_orphans_of_another_host_are_left_to_that_host(unique):
+    name = saved(f"{unique}-theirs.txt")
+    age(name)
+    StoredFile.objects.filter(name=name).update(host="another-host")
+    assert orphans.run(fs_storage, delete=True).orphans == []
+    assert fs_storage.local.exists(name)
+    with override_settings(QUEUED_STORAGE_SHARED_LOCAL=True):
+        assert orphans.run(fs_storage).orphans == [name]

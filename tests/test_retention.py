@@ -281,3 +281,18 @@ def test_a_retention_of_zero_works_without_the_ledger(fs_queued):
         assert storage.transfer(name, now=True).status == Status.TRANSFERRED
         assert not storage.local.exists(name)
         assert read(storage, name) == b"abc"
+
+
+def test_a_host_sweeps_only_the_copies_it_wrote_unless_the_local_is_shared(fs_queued):
+    storage = fs_queued(local_retention=60)
+    mine = transferred(storage, "mine.txt")
+    theirs = transferred(storage, "theirs.txt")
+    StoredFile.objects.filter(name=theirs).update(host="another-host")
+    assert retention.preview(storage)["local_bytes"] == 10
+    assert retention.sweep(storage).removed == 1
+    assert not storage.local.exists(mine)
+    assert storage.local.exists(theirs)
+    assert row(storage, theirs).local_deleted is None
+    with override_settings(QUEUED_STORAGE_SHARED_LOCAL=True):
+        assert retention.sweep(storage).removed == 1
+    assert not storage.local.exists(theirs)
