@@ -240,3 +240,37 @@ def test_orphans_of_another_host_are_left_to_that_host(unique):
     assert fs_storage.local.exists(name)
     with override_settings(QUEUED_STORAGE_SHARED_LOCAL=True):
         assert orphans.run(fs_storage).orphans == [name]
+
+
+def test_a_progress_bar_shows_on_a_terminal_only(unique):
+    import os
+    import pty
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    names = [saved(f"{unique}-tty-{i}.txt") for i in range(3)]
+    age(*names)
+    primary, replica = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django", "queued_storage", "orphans",
+         "--storage", "fs", "--batch", "1"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdin=replica, stdout=replica, stderr=replica,
+        env={**os.environ, "QS_TEST_WORKER": "1"},
+    )  # fmt: skip
+    os.close(replica)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(primary)
+    assert process.wait(timeout=120) == 0, output.decode(errors="replace")
+    text = output.decode(errors="replace")
+    assert "\r[" in text and "3/3" in text
+    assert "Found 3 orphans" in text
