@@ -270,8 +270,10 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         compatibility and ignored: the key derives from the name.
 
         With *now*, transfer it in this process instead, without a broker,
-        through the same task a worker runs, in one attempt; return the
-        file's :class:`~queued_storage.status.FileState` afterwards.
+        through the same task a worker runs, in one attempt (a retry waiting
+        for its time is tried at once; a transfer a worker holds is left to
+        it); return the file's :class:`~queued_storage.status.FileState`
+        afterwards.
         """
         name = self.validate_name(name)
         # The ledger, when on, decides: not a cache entry that others may write.
@@ -291,6 +293,11 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             )  # fmt: skip
             self.state.record(name, state, host=host or sending.this_host())
         if now:
+            if self.state.ledger:
+                # A retry waiting for its time is tried at once.
+                self.state.compare_and_set(
+                    name, state.version, state, only_from=(Status.PENDING,)
+                )
             return run_transfer(self, name, state.version)
         return self.enqueue(name, state.version, host=host or None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -10,9 +11,12 @@ from django.core.files.storage import storages
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from queued_storage.fields import QueuedFileField, prefetch_states
+from queued_storage.models import StoredFile
 from queued_storage.state import Status
+from queued_storage.tasks import Transfer
 from tests.test_performance_paths import redis_round_trips
 from tests.testapp.models import Album, Plain, fs_storage
 
@@ -111,6 +115,32 @@ def test_inline_transfer_of_a_missing_local_copy_returns_the_failure(unique):
     assert outcome.status == Status.FAILED
     assert "LocalFileMissing" in outcome.error
     assert obj.file.status == Status.FAILED
+
+
+class AlwaysLater(Transfer):
+    """A transfer that asks, each time, to be tried again later."""
+
+    name = "tests.test_lifecycle_state.AlwaysLater"
+
+    def transfer(self, name: str, local: Any, remote: Any, **kwargs: Any) -> bool:
+        return False
+
+
+def test_inline_transfer_makes_one_attempt_and_fails_at_once(fs_queued):
+    storage = fs_queued(task=AlwaysLater.name)
+    name = storage.save("later.txt", ContentFile(b"x"))
+    outcome = storage.transfer(name, now=True)
+    assert outcome.status == Status.FAILED
+    assert outcome.attempts == 1
+    assert "returned False" in outcome.error
+
+
+def test_inline_transfer_does_not_wait_for_a_scheduled_retry(fs_queued):
+    storage = fs_queued()
+    name = storage.save("due-later.txt", ContentFile(b"x"))
+    rows = StoredFile.objects.filter(storage=storage.reference, name=name)
+    rows.update(next_attempt=timezone.now() + timedelta(hours=1))
+    assert storage.transfer(name, now=True).status == Status.TRANSFERRED
 
 
 def test_inline_transfer_of_a_transferred_file_does_nothing(unique):

@@ -192,6 +192,17 @@ def test_the_periodic_task_counts_and_deletes_when_asked(files):
     assert fs_storage.local.exists(files["plain"])
 
 
+def test_the_periodic_task_takes_no_shorter_grace_from_its_unsigned_message(files):
+    # Anyone who can write to the broker can send this task: a grace under a
+    # day, or a delete flag that is not True, changes nothing.
+    tasks.orphans(older_than=0, delete="yes")
+    tasks.orphans(older_than=-1, delete=1)
+    assert fs_storage.local.exists(files["orphan"])
+    tasks.orphans(older_than=0, delete=True)
+    assert not fs_storage.local.exists(files["orphan"])
+    assert fs_storage.local.exists(files["young"])
+
+
 def test_the_admin_view_shows_the_counts(files, admin_client):
     response = admin_client.get("/admin/queued_storage/storedfile/orphans/")
     assert response.status_code == 200
