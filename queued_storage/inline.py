@@ -1,8 +1,8 @@
 """Run a transfer in the calling process, for scripts and tests.
 
 The transfer goes through the storage's task exactly as a worker runs it
-(the signed message is checked, the state machine claims the version,
-records the outcome), only without a broker. It makes one attempt: a
+(the signed message is checked, the state machine takes the file's lease
+and records the outcome), only without a broker. It makes one attempt: a
 failure marks the file failed at once, as the last retry of a worker would,
 so the caller sees the outcome instead of waiting for retries.
 """

@@ -35,16 +35,22 @@ _INVALID: Any = object()
 def _moment(text: Any) -> Any:
     """Return the transfer time that cache entry *text* holds, or ``_INVALID``.
 
-    The time is kept as ISO 8601 text, which a JSON cache can hold.
+    The time is kept as ISO 8601 text, which a JSON cache can hold, with an
+    offset exactly when ``USE_TZ`` is on, as ``timezone.now()`` gives it.
     """
+    from django.conf import settings
+
     if text is None:
         return None
     if type(text) is not str or len(text) > _MAX_MOMENT:
         return _INVALID
     try:
-        return datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return _INVALID
+    if (moment.tzinfo is None) == bool(settings.USE_TZ):
+        return _INVALID
+    return moment
 
 
 @dataclass(frozen=True)

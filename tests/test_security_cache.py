@@ -162,6 +162,7 @@ MALFORMED = [
     ["transferred", "v", 1, 0, "", "", 1700000000],
     ["transferred", "v", 1, 0, "", "", "2026-01-01T00:00:00+00:00" + "0" * 20],
     ["transferred", "v", 1, 0, "", "", "yesterday"],
+    ["transferred", "v", 1, 0, "", "", "2026-01-01T00:00:00"],
     ["pending", "v", 1, 0, "", "", None, None],
     ["pending", "v", "big", 0, "", ""],
     ["pending", "v", 1, "many", "", ""],
