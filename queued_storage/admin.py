@@ -6,13 +6,15 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
-from . import operations, registry
+from . import operations, orphans, registry
 from .exceptions import UnknownStorage
 from .models import StoredFile
 from .redaction import redact_all
@@ -56,6 +58,42 @@ class StoredFileAdmin(admin.ModelAdmin):
 
     # The last error is shown redacted, in place of the field itself.
     exclude = ("last_error",)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.orphans_view)
+        name = f"{self.opts.app_label}_{self.opts.model_name}_orphans"
+        return [path("orphans/", view, name=name), *super().get_urls()]
+
+    def orphans_view(self, request: HttpRequest) -> HttpResponse:
+        """Show how many files of each queued storage no model row references.
+
+        A dry run over the whole ledger: nothing is deleted from here.
+        """
+        if not self.has_view_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        rows: list[dict[str, Any]] = []
+        for reference, storage in sorted(operations.known_storages().items()):
+            try:
+                report = orphans.run(storage, keep_names=False)
+            except ValueError as exc:
+                rows.append({"reference": reference, "skipped": str(exc)})
+                continue
+            rows.append({
+                "reference": reference, "scanned": report.scanned,
+                "found": report.found, "bytes": report.bytes,
+            })  # fmt: skip
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Orphaned files"),
+            "rows": rows,
+            "grace_hours": int(orphans.DEFAULT_GRACE.total_seconds() // 3600),
+        }
+        return TemplateResponse(
+            request, "admin/queued_storage/storedfile/orphans.html", context
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # The ledger is written by the storage and the workers only.

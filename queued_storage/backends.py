@@ -20,6 +20,7 @@ from .compat import Deprecated08, remember_result
 from .conf import settings
 from .enqueue import transfer_queue as transfer_queue  # where it used to be
 from .exceptions import NameTaken
+from .inline import run_transfer
 from .runners import Runner, get_runner
 from .s3_urls import url_builder
 from .signals import file_queued
@@ -272,12 +273,20 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             return
         file_queued.send(type(self), name=name, storage=self, version=version)
 
-    def transfer(self, name: str, cache_key: str | None = None) -> Any:
+    def transfer(
+        self, name: str, cache_key: str | None = None, *, now: bool = False
+    ) -> Any:
         """Queue the transfer of *name* again, for example after it failed.
 
         Return the Celery result, or ``None`` when the file is already remote
         or the message could not be sent. *cache_key* is accepted for
         compatibility and ignored: the key derives from the name.
+
+        With *now*, transfer it in this process instead, without a broker,
+        through the same task a worker runs, in one attempt (a retry waiting
+        for its time is tried at once; a transfer a worker holds is left to
+        it); return the file's :class:`~queued_storage.status.FileState`
+        afterwards.
         """
         name = self.validate_name(name)
         # The ledger, when on, decides: not a cache entry that others may write.
@@ -285,7 +294,7 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         if state is None or state.is_deleted:
             raise FileNotFoundError(f"{name!r} is not in {type(self).__name__}.")
         if state.is_remote:
-            return None
+            return state if now else None
         # With a queue per host, the transfer goes to the host holding the file.
         host = (
             self.state.host_of(name) if settings.QUEUED_STORAGE_PER_HOST_QUEUE else ""
@@ -296,6 +305,13 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
                 content_type=state.content_type,
             )  # fmt: skip
             self.state.record(name, state, host=host or sending.this_host())
+        if now:
+            if self.state.ledger:
+                # A retry waiting for its time is tried at once.
+                self.state.compare_and_set(
+                    name, state.version, state, only_from=(Status.PENDING,)
+                )
+            return run_transfer(self, name, state.version)
         return self.enqueue(name, state.version, host=host or None)
 
     def enqueue(self, name: str, version: str, host: str | None = None) -> Any:
@@ -355,6 +371,13 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
                 key
             )
         return urls
+
+    def url_for_state(self, name: str, state: FileState | None) -> str:
+        """Return the URL of *name* in *state*, read before, without a look-up."""
+        checked = self.relative_name(name)
+        if state is not None and state.is_remote:
+            return self._url_of(self.remote)(checked)
+        return self.local.url(checked)
 
     def _url_of(self, storage: Any) -> Callable[[str], str]:
         """Return the ``url`` function of *storage*, or a faster equivalent."""

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
+from datetime import timedelta
 from functools import cached_property
 from typing import Any, cast
 
@@ -63,6 +64,42 @@ def _without_secrets(value: Any, name: str = "") -> Any:
     return value
 
 
+#: Options that leave a storage's reference alone.
+_LIFETIME_OPTIONS = frozenset({"local_retention", "local_max_bytes"})
+
+#: The default of an option whose value comes from a setting.
+_FROM_SETTINGS: Any = type("FromSettings", (), {"__repr__": lambda self: "setting"})()
+
+
+def _period(owner: str, option: str, value: Any) -> timedelta | None:
+    """Return *value*, seconds or a ``timedelta``, as a period, or raise."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        period = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        period = timedelta(seconds=value)
+    else:
+        period = None
+    if period is None or period < timedelta(0):
+        raise ImproperlyConfigured(
+            f"{owner}'s {option} must be None (keep local copies), 0 (remove "
+            f"them once transferred), or seconds or a timedelta, not {value!r}."
+        )
+    return period
+
+
+def _byte_count(owner: str, option: str, value: Any) -> int | None:
+    """Return *value* as a number of bytes, or raise."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ImproperlyConfigured(
+        f"{owner}'s {option} must be None (no cap) or a number of bytes, not {value!r}."
+    )
+
+
 def _describe(value: Any) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__}"
 
@@ -106,6 +143,8 @@ class QueuedStorageBase(LocalPlace, Storage):
         task: str | None = None,
         reference: str | None = None,
         runner: str | None = None,
+        local_retention: Any = _FROM_SETTINGS,
+        local_max_bytes: Any = _FROM_SETTINGS,
         **unknown: Any,
     ) -> None:
         name = type(self).__name__
@@ -178,7 +217,35 @@ class QueuedStorageBase(LocalPlace, Storage):
             runner_path(runner)  # An unknown name raises before any save.
             self.runner = runner
         self._reference = reference
+        self._retention = local_retention
+        self._max_bytes = local_max_bytes
+        if local_retention is not _FROM_SETTINGS:
+            _period(name, "local_retention", local_retention)
+        if local_max_bytes is not _FROM_SETTINGS:
+            _byte_count(name, "local_max_bytes", local_max_bytes)
         registry.register(self)
+
+    def local_retention_period(self) -> timedelta | None:
+        """Return how long a local copy is kept after its transfer; None: always.
+
+        It is the ``local_retention`` option, else the setting
+        ``QUEUED_STORAGE_LOCAL_RETENTION``, read now.
+        """
+        if self._retention is not _FROM_SETTINGS:
+            return _period(type(self).__name__, "local_retention", self._retention)
+        value = settings.QUEUED_STORAGE_LOCAL_RETENTION
+        return _period("The setting", "QUEUED_STORAGE_LOCAL_RETENTION", value)
+
+    def local_max_bytes_limit(self) -> int | None:
+        """Return the bytes of local copies above which the sweep removes some.
+
+        It is the ``local_max_bytes`` option, else the setting
+        ``QUEUED_STORAGE_LOCAL_MAX_BYTES``, read now; ``None`` sets no cap.
+        """
+        if self._max_bytes is not _FROM_SETTINGS:
+            return _byte_count(type(self).__name__, "local_max_bytes", self._max_bytes)
+        value = settings.QUEUED_STORAGE_LOCAL_MAX_BYTES
+        return _byte_count("The setting", "QUEUED_STORAGE_LOCAL_MAX_BYTES", value)
 
     # Building the two storages --------------------------------------------
 
@@ -227,8 +294,13 @@ class QueuedStorageBase(LocalPlace, Storage):
             same_class = import_string(params["BACKEND"]) is type(self)
             if same_class and not args and params.get("OPTIONS", {}) == kwargs:
                 return alias
-        # The runner carries messages; it does not make the files another set.
-        kept = {key: value for key, value in kwargs.items() if key != "runner"}
+        # How long local copies are kept changes nothing of where files are,
+        # and the runner carries messages: neither makes the files another set.
+        kept = {
+            k: v
+            for k, v in kwargs.items()
+            if k not in _LIFETIME_OPTIONS and k != "runner"
+        }
         payload = json.dumps(
             [path, args, _without_secrets(kept)], sort_keys=True, default=repr
         )

@@ -532,3 +532,31 @@ def check_broker_transport(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             id="queued_storage.E031",
         )
     ]
+
+
+@register()
+def check_local_retention(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Report retention values that are not understood, or need the ledger."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    messages: list[Any] = []
+    for storage in queued_storages():
+        label = f"{type(storage).__name__} {storage.reference!r}"
+        try:
+            period = storage.local_retention_period()
+            cap = storage.local_max_bytes_limit()
+        except ImproperlyConfigured as exc:
+            messages.append(Error(f"{label}: {exc}", id="queued_storage.E040"))
+            continue
+        sweeps = cap is not None or (period is not None and period.total_seconds())
+        if sweeps and not settings.QUEUED_STORAGE_LEDGER:
+            messages.append(
+                Warning(
+                    f"{label} has a local retention period or size cap, which "
+                    "the sweep applies from the ledger; QUEUED_STORAGE_LEDGER "
+                    "is off, so no local copy is ever removed.",
+                    hint="Turn the ledger on, or use local_retention=0.",
+                    id="queued_storage.W040",
+                )
+            )
+    return messages

@@ -56,6 +56,13 @@ class QueuedStorageConf(AppConf):
     #: Seconds a pending file may wait for its message before ``reconcile``
     #: counts the message as lost and sends it again.
     RECONCILE_AGE = 300
+    #: How long the local copy of a transferred file is kept: ``None`` keeps
+    #: it, ``0`` removes it at once, seconds or a ``timedelta`` leave it to
+    #: the sweep. A storage's ``local_retention`` option takes precedence.
+    LOCAL_RETENTION = None
+    #: Bytes of local copies above which the sweep removes the copies
+    #: transferred longest ago; ``None`` sets no cap (``local_max_bytes``).
+    LOCAL_MAX_BYTES = None
 
     #: The runner that carries transfer messages: ``"celery"``,
     #: ``"django_tasks"`` or the dotted path of a runner class.

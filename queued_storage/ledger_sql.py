@@ -24,7 +24,7 @@ VENDORS = frozenset({"sqlite", "postgresql"})
 UPSERT_COLUMNS = (
     "name", "status", "version", "size", "attempts", "last_error",
     "content_type", "host", "checksum", "transferred", "updated", "outbox",
-    "lease_owner", "lease_expires", "next_attempt",
+    "lease_owner", "lease_expires", "next_attempt", "local_deleted",
 )  # fmt: skip
 
 

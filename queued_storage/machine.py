@@ -79,7 +79,8 @@ class FileTransfer:
     *transfer* does the copy (``transfer(name, local, remote, **kwargs)``),
     *after_transfer* runs once the file is served from the remote,
     *send_retry* sends a retry message with a countdown, and *sender* is the
-    sender of the signals.
+    sender of the signals. *on_transferred*, if given, runs after
+    *after_transfer* with the storage, the name and the version.
     """
 
     def __init__(
@@ -90,8 +91,10 @@ class FileTransfer:
         after_transfer: Callable[[QueuedStorage, str], None],
         send_retry: RetrySender,
         sender: Any,
+        on_transferred: Callable[[QueuedStorage, str, str], None] | None = None,
     ) -> None:
         self.policy = policy
+        self.on_transferred = on_transferred
         self.transfer = transfer
         self.after_transfer = after_transfer
         self.send_retry = send_retry
@@ -176,6 +179,8 @@ class FileTransfer:
             "Transferred %r.", name, extra={**extra, "status": Status.TRANSFERRED}
         )
         self.after_transfer(queued, name)
+        if self.on_transferred is not None:
+            self.on_transferred(queued, name, version)
         file_transferred.send(
             self.sender, name=name, local=queued.local, remote=queued.remote,
             storage=queued,

@@ -47,6 +47,9 @@ class StoredFile(models.Model):
     #: When the next attempt is due, after a failed one; no delivery starts
     #: an upload of this version before then.
     next_attempt = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    #: When the local copy of a transferred file was removed to free the
+    #: local storage (``local_retention``); empty while it is still there.
+    local_deleted = models.DateTimeField(_("local copy removed"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("stored file")
@@ -58,6 +61,12 @@ class StoredFile(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "updated"], name="queued_storage_status"),
+            # Pages of one storage's rows, by key (orphans) and by transfer
+            # time (the local retention sweep), without sorting the table.
+            models.Index(fields=["storage", "id"], name="queued_storage_pages"),
+            models.Index(
+                fields=["storage", "transferred"], name="queued_storage_transferred"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -24,6 +24,7 @@ file_queued = Signal()
 #: Arguments: ``name``, ``storage``, ``error`` (a message), ``attempts``.
 transfer_failed = Signal()
 
-#: Sent by ``TransferAndDelete`` after it removed the local copy.
+#: Sent by ``TransferAndDelete`` after it removed the local copy, and when a
+#: storage's ``local_retention`` or ``local_max_bytes`` removed one.
 #: Arguments: ``name``, ``storage``.
 local_deleted = Signal()

@@ -48,6 +48,13 @@ def name_hash(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _stamped(state: FileState, now: datetime) -> FileState:
+    """Return *state* with its transfer time: *now* if it just became remote."""
+    if not state.is_remote:
+        return state.evolve(transferred_at=None) if state.transferred_at else state
+    return state if state.transferred_at else state.evolve(transferred_at=now)
+
+
 class StateStore:
     """Read and change the states of one queued storage's files."""
 
@@ -234,24 +241,32 @@ class StateStore:
         host, holds the name). Without the ledger, *exclusive* changes
         nothing.
         """
+        now = timezone.now()
+        state = _stamped(state, now)
         if self.ledger and not ledger_access.run(
-            self._upsert, name, state, host, outbox, exclusive, using=self.db
+            self._upsert, name, state, host, outbox, exclusive, now, using=self.db
         ):
             return False
         self.remember(name, state)
         return True
 
     def _upsert(
-        self, name: str, state: FileState, host: str, outbox: bool, exclusive: bool
+        self,
+        name: str,
+        state: FileState,
+        host: str,
+        outbox: bool,
+        exclusive: bool,
+        now: datetime,
     ) -> bool:
-        now = timezone.now()
         values: dict[str, Any] = {
             "storage": self.reference, "name": name, "name_hash": name_hash(name),
             "status": str(state.status), "version": state.version,
             "size": state.size, "attempts": state.attempts, "last_error": state.error,
             "content_type": state.content_type, "host": host, "checksum": "",
-            "transferred": now if state.is_remote else None, "outbox": outbox,
+            "transferred": state.transferred_at, "outbox": outbox,
             "lease_owner": "", "lease_expires": None, "next_attempt": None,
+            "local_deleted": None,
         }  # fmt: skip
         sql = statements(self.db)
         if sql is None:
@@ -260,7 +275,7 @@ class StateStore:
         return sql.upsert(
             {
                 **values, "created": stamp, "updated": stamp,
-                "transferred": stamp if state.is_remote else None,
+                "transferred": sql.timestamp(state.transferred_at),
             },
             only_over=str(Status.DELETED) if exclusive else None,
         )  # fmt: skip
@@ -309,6 +324,7 @@ class StateStore:
         Return ``False``, and change nothing, when the file was deleted or
         saved again since, or has moved on: the caller holds a stale view.
         """
+        new = _stamped(new, timezone.now())
         if self.ledger:
             extra: dict[str, Any] = {"next_attempt": retry_at}
             if outbox is not None:
@@ -365,7 +381,7 @@ class StateStore:
         if checksum:
             changes["checksum"] = checksum
         if new.status == Status.TRANSFERRED:
-            changes["transferred"] = now
+            changes["transferred"] = new.transferred_at or now
         digest = name_hash(name)
         sql = statements(self.db)
         if sql is not None:

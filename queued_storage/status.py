@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
@@ -25,6 +26,31 @@ class Status(models.TextChoices):
 _STATUSES = frozenset(Status.values)
 #: The longest version token the ledger holds.
 _MAX_VERSION = 32
+#: The longest transfer time a cache entry may hold, as ISO 8601 text.
+_MAX_MOMENT = 40
+#: What :func:`_moment` returns for text that is no transfer time.
+_INVALID: Any = object()
+
+
+def _moment(text: Any) -> Any:
+    """Return the transfer time that cache entry *text* holds, or ``_INVALID``.
+
+    The time is kept as ISO 8601 text, which a JSON cache can hold, with an
+    offset exactly when ``USE_TZ`` is on, as ``timezone.now()`` gives it.
+    """
+    from django.conf import settings
+
+    if text is None:
+        return None
+    if type(text) is not str or len(text) > _MAX_MOMENT:
+        return _INVALID
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return _INVALID
+    if (moment.tzinfo is None) == bool(settings.USE_TZ):
+        return _INVALID
+    return moment
 
 
 @dataclass(frozen=True)
@@ -38,6 +64,8 @@ class FileState:
     error: str = ""
     #: The content type the upload declared, handed to the remote.
     content_type: str = ""
+    #: When the transfer finished, for a file served from the remote.
+    transferred_at: datetime | None = None
 
     def __post_init__(self) -> None:
         # A Status member and its value are equal, but only the plain value
@@ -58,10 +86,11 @@ class FileState:
         """Return a copy of this state with *changes* applied."""
         return replace(self, **changes)
 
-    def to_cache(self) -> tuple[str, str, int | None, int, str, str]:
+    def to_cache(self) -> tuple[Any, ...]:
         return (
             str(self.status), self.version, self.size, self.attempts, self.error,
             self.content_type,
+            None if self.transferred_at is None else self.transferred_at.isoformat(),
         )  # fmt: skip
 
     @classmethod
@@ -70,11 +99,13 @@ class FileState:
 
         The entry comes from a cache that others may write to: anything that
         is not exactly a state as :meth:`to_cache` writes it (a tuple, or the
-        list that a JSON cache gives back) is a miss, never an error.
+        list that a JSON cache gives back) is a miss, never an error. An entry
+        of six items, written before the transfer time was kept, reads with
+        no transfer time.
         """
-        if type(value) not in (tuple, list) or len(value) != 6:
+        if type(value) not in (tuple, list) or len(value) not in (6, 7):
             return None
-        status, version, size, attempts, error, content_type = value
+        status, version, size, attempts, error, content_type, *rest = value
         if (
             not all(type(text) is str for text in (status, version, error))
             or type(content_type) is not str
@@ -84,11 +115,15 @@ class FileState:
             or not (type(attempts) is int and 0 <= attempts < 2**31)
         ):
             return None
-        return cls(status, version, size, attempts, error, content_type)
+        at = _moment(rest[0]) if rest else None
+        if at is _INVALID:
+            return None
+        return cls(status, version, size, attempts, error, content_type, at)
 
     @classmethod
     def from_row(cls, row: StoredFile) -> FileState:
+        at = row.transferred if row.status == Status.TRANSFERRED else None
         return cls(
             row.status, row.version, row.size, row.attempts, row.last_error,
-            row.content_type,
+            row.content_type, at,
         )  # fmt: skip

@@ -26,7 +26,7 @@ from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.utils.module_loading import import_string
 
 from . import enqueue as sending
-from . import local_copy, message, registry
+from . import local_copy, message, registry, retention
 from .conf import settings
 from .exceptions import InvalidMessage
 from .machine import FileTransfer, Policy
@@ -95,6 +95,9 @@ class Transfer(Task):
     #: worker, or close the channel.
     acks_late = False
     ignore_result = True
+    #: Whether :meth:`after_transfer` removes the local copy itself (and
+    #: says so through :func:`removed_local`).
+    removes_local = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -149,9 +152,12 @@ class Transfer(Task):
         """Act once the file is served from the remote; a hook for subclasses."""
 
     def policy(self) -> Policy:
-        """Return the retry and lease policy, from the settings of now."""
+        """Return the retry and lease policy, from the settings of now.
+
+        An inline transfer (``transfer(now=True)``) makes one attempt only.
+        """
         return Policy(
-            retries=self.max_retries,
+            retries=0 if _one_attempt.get() else self.max_retries,
             max_deliveries=int(settings.QUEUED_STORAGE_MAX_DELIVERIES),
             retry_delay=float(self.default_retry_delay),
             backoff_max=float(settings.QUEUED_STORAGE_RETRY_BACKOFF_MAX),
@@ -167,6 +173,19 @@ class Transfer(Task):
             after_transfer=self.after_transfer,
             send_retry=self.send_retry,
             sender=type(self),
+            on_transferred=self.apply_retention,
+        )
+
+    def apply_retention(self, queued: QueuedStorage, name: str, version: str) -> None:
+        """Apply the storage's local retention once *name* is transferred.
+
+        When :meth:`after_transfer` removed the local copy, only the ledger
+        learns it.
+        """
+        removed = _removed_local.get()
+        _removed_local.set(False)
+        retention.after_transfer(
+            queued, name, version, removed=self.removes_local and removed
         )
 
     def send_retry(
@@ -180,6 +199,7 @@ class Transfer(Task):
 
     def process(self, queued: QueuedStorage, name: str, version: str) -> bool:
         """Move *name* if its state still has *version*; record the outcome."""
+        _removed_local.set(False)
         return self.machine().run(queued, name, version)
 
     def backoff(self, retries: int) -> float:
@@ -206,6 +226,20 @@ _uploaded: ContextVar[tuple[Any, str, Any] | None] = ContextVar(
 )
 
 
+#: Whether the ``after_transfer`` of the current transfer removed the local
+#: copy.
+_removed_local: ContextVar[bool] = ContextVar(
+    "queued_storage_removed_local", default=False
+)
+#: Set while a transfer runs inline: a failure is final at once.
+_one_attempt: ContextVar[bool] = ContextVar("queued_storage_one_attempt", default=False)
+
+
+def removed_local() -> None:
+    """Say, from ``after_transfer``, that it removed the local copy."""
+    _removed_local.set(True)
+
+
 class TransferAndDelete(Transfer):
     """Transfer a file, then delete its local copy.
 
@@ -215,6 +249,7 @@ class TransferAndDelete(Transfer):
     """
 
     name = "queued_storage.tasks.TransferAndDelete"
+    removes_local = True
 
     def transfer(
         self, name: str, local: Any, remote: Any, **kwargs: Any
@@ -239,6 +274,7 @@ class TransferAndDelete(Transfer):
                 extra={"file_name": name, "storage": queued.reference},
             )  # fmt: skip
             return
+        removed_local()
         local_deleted.send(type(self), name=name, storage=queued)
 
 
@@ -283,3 +319,54 @@ def reconcile(*args: Any, **kwargs: Any) -> int:
                 age.total_seconds(), shorten(older_than),
             )  # fmt: skip
     return len(run(age, transferring=False))
+
+
+@shared_task(name="queued_storage.tasks.orphans", ignore_result=True)
+def orphans(older_than: Any = None, delete: Any = False) -> int:
+    """Find, and with *delete* delete, the files no model row references.
+
+    Opt-in: schedule it with Celery beat. *older_than* is the grace period in
+    seconds, never shorter than a day (the default), and *delete* counts only
+    when it is ``True``: the message is not signed. Return how many orphans
+    were found; storages that no model field uses are skipped.
+    """
+    from datetime import timedelta
+
+    from . import orphans as finder
+    from .operations import known_storages
+
+    age = finder.DEFAULT_GRACE
+    if older_than is not None:
+        seconds = older_than if type(older_than) in (int, float) else None
+        if seconds is not None and 0 <= seconds < 10**9:
+            age = max(age, timedelta(seconds=seconds))
+        if seconds is None or age.total_seconds() != seconds:
+            logger.warning(
+                "The orphans task took files for orphans after %d s, not after "
+                "older_than=%s: never sooner than the default.",
+                age.total_seconds(), shorten(older_than),
+            )  # fmt: skip
+    delete = delete is True
+    found = 0
+    for storage in known_storages().values():
+        if not finder.references(storage):
+            continue
+        report = finder.run(storage, older_than=age, delete=delete, keep_names=False)
+        found += report.found
+    if found:
+        logger.warning("%s %d orphaned files.", "Deleted" if delete else "Found", found)
+    return found
+
+
+@shared_task(name="queued_storage.tasks.sweep", ignore_result=True)
+def sweep() -> int:
+    """Remove the local copies that their storage's retention lets go.
+
+    Schedule it with Celery beat when a storage has a ``local_retention``
+    period or a ``local_max_bytes`` cap. Return how many copies went.
+    """
+    from .operations import known_storages
+
+    return sum(
+        retention.sweep(storage).removed for storage in known_storages().values()
+    )

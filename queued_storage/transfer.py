@@ -7,6 +7,7 @@ or a test alike.
 
 from __future__ import annotations
 
+import copy
 import errno
 import logging
 import os
@@ -27,6 +28,28 @@ from .exceptions import (
 )
 
 logger = logging.getLogger("queued_storage")
+
+
+def declaring(remote: Storage, content_type: str) -> Storage:
+    """Return *remote*, or a copy of it that gives the object *content_type*.
+
+    Most backends take the type from the file's ``content_type``. Google
+    Cloud Storage's takes it from the name or from its ``object_parameters``
+    only, so an upload named without an extension would land as
+    ``application/octet-stream``: a shallow copy (sharing the client) gets
+    the declared type among its object parameters, unless they set one.
+    """
+    params = getattr(remote, "object_parameters", None)
+    if (
+        not content_type
+        or type(remote).__module__ != "storages.backends.gcloud"
+        or not isinstance(params, dict)
+        or "content_type" in params
+    ):
+        return remote
+    clone = copy.copy(remote)
+    clone.object_parameters = {**params, "content_type": content_type}  # type: ignore[attr-defined]
+    return clone
 
 
 @dataclass(frozen=True)
@@ -227,7 +250,7 @@ def transfer_file(
     with open_local(name, local, size) as content:
         if content_type:
             content.content_type = content_type
-        stored = remote.save(name, content)
+        stored = declaring(remote, content_type).save(name, content)
     if stored != name:
         # The copy under the other name was made just now by this call.
         remote.delete(stored)

@@ -99,3 +99,15 @@ def test_cache_control_and_signed_urls_apply_to_the_remote(
     settings = blob(azurite, f"uploads/{name}").get_blob_properties().content_settings
     assert settings.cache_control == "public, max-age=600"
     assert stored(name) is None
+
+
+def test_declared_content_type_reaches_a_blob_without_an_extension(
+    azurite: AzuriteServer, stored: roundtrip.Stored, tmp_path: Path, unique: str
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    storage = make_storage(azurite, tmp_path, unique)
+    upload = SimpleUploadedFile(unique, b"\x89PNG\r\n\x1a\n", content_type="image/png")
+    name = roundtrip.save_transferred(storage, f"avatars/{unique}", upload, stored)
+    settings = blob(azurite, name).get_blob_properties().content_settings
+    assert settings.content_type == "image/png"

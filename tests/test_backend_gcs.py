@@ -110,3 +110,14 @@ def test_object_parameters_and_custom_endpoint_apply_to_the_remote(
     assert metadata.content_type == "application/json"
     assert stored(f"media/{name}") == b'{"ok": true}'
     assert stored(name) is None
+
+
+def test_declared_content_type_reaches_a_blob_without_an_extension(
+    gcs: GCSServer, stored: roundtrip.Stored, tmp_path: Path, unique: str
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    storage = make_storage(tmp_path, unique)
+    upload = SimpleUploadedFile(unique, b"\x89PNG\r\n\x1a\n", content_type="image/png")
+    name = roundtrip.save_transferred(storage, f"avatars/{unique}", upload, stored)
+    assert blob(gcs, name).content_type == "image/png"

@@ -135,3 +135,26 @@ def test_signed_urls_fetch_the_remote_bytes(
 
 def test_boto_name_is_the_same_class() -> None:
     assert QueuedS3BotoStorage is QueuedS3Storage
+
+
+def test_acl_and_declared_content_type_reach_the_object_of_an_inline_transfer(
+    tmp_path: Path, unique: str, s3_client: Any
+) -> None:
+    storage = QueuedS3Storage(
+        local_options=roundtrip.local_options(tmp_path),
+        remote_options={"default_acl": "public-read"},
+        reference=f"s3-inline-{unique}",
+        delayed=True,  # No worker takes it: this process transfers it.
+    )
+    upload = SimpleUploadedFile(unique, b"GIF89a", content_type="image/gif")
+    name = storage.save(f"inline/{unique}", upload)
+    assert storage.transfer(name, now=True).is_remote
+
+    head = s3_client.head_object(Bucket=BUCKET, Key=name)
+    assert head["ContentType"] == "image/gif"
+    grants = s3_client.get_object_acl(Bucket=BUCKET, Key=name)["Grants"]
+    assert any(
+        grant["Grantee"].get("URI", "").endswith("/global/AllUsers")
+        and grant["Permission"] == "READ"
+        for grant in grants
+    )

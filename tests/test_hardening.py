@@ -317,6 +317,9 @@ def test_transfer_and_delete_keeps_a_copy_saved_again_before_the_delete(
     task.again = again
     assert task.process(storage, name, version) is True
     assert storage.local.exists(name)
+    # The ledger does not count the kept copy as removed.
+    row = StoredFile.objects.get(storage=storage.reference, name=name)
+    assert row.local_deleted is None
     with storage.local.open(name) as handle:
         assert handle.read() == b"second!"
     if recorded:

@@ -159,6 +159,11 @@ MALFORMED = [
     "abcdef",
     ["pending", "v", 1, 0, "", ""][:5],
     ["pending", "v", 1, 0, "", "", "x"],
+    ["transferred", "v", 1, 0, "", "", 1700000000],
+    ["transferred", "v", 1, 0, "", "", "2026-01-01T00:00:00+00:00" + "0" * 20],
+    ["transferred", "v", 1, 0, "", "", "yesterday"],
+    ["transferred", "v", 1, 0, "", "", "2026-01-01T00:00:00"],
+    ["pending", "v", 1, 0, "", "", None, None],
     ["pending", "v", "big", 0, "", ""],
     ["pending", "v", 1, "many", "", ""],
     ["pending", "v", 1, -1, "", ""],
@@ -247,6 +252,22 @@ def test_real_worker_transfers_past_a_pickled_entry(
     wait_for(lambda: storage.state.get(name).is_remote)
     assert read(storage.remote, name) == b"bytes"
     assert not bait.exists()
+
+
+@db
+def test_transfer_time_survives_a_json_cache_and_old_entries_read_without_it(
+    alias, fs_queued
+):
+    storage = fs_queued(delayed=True)
+    name = storage.save("timed.txt", ContentFile(b"bytes"))
+    storage.transfer(name, now=True)
+    done = storage.state.get(name, durable=True)
+    assert done.is_remote and done.transferred_at is not None
+    key = storage.get_cache_key(name)
+    assert FileState.from_cache(caches[alias].get(key)) == done
+    # An entry of six items, as written before the transfer time was kept.
+    caches[alias].set(key, list(done.to_cache())[:6])
+    assert storage.get_state(name) == done.evolve(transferred_at=None)
 
 
 def test_json_serializers_keep_whole_numbers_for_incr(alias):

@@ -9,6 +9,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from queued_storage.fields import prefetch_states
+
 from .forms import UploadForm
 from .models import Upload
 
@@ -26,33 +28,36 @@ LABELS = {
 
 
 def describe(uploads: list[Upload]) -> list[dict[str, Any]]:
-    """Return what the page shows about each of *uploads*, as JSON-ready data."""
-    if not uploads:
-        return []
-    storage = uploads[0].file.storage
-    states = storage.get_states([upload.file.name for upload in uploads])
-    return [describe_one(upload, states[upload.file.name]) for upload in uploads]
+    """Return what the page shows about each of *uploads*, as JSON-ready data.
+
+    ``prefetch_states`` reads the states of all the files in one cache round
+    trip per 500 files; each file's ``state`` and ``url`` then ask nothing
+    more.
+    """
+    return [describe_one(upload) for upload in prefetch_states(uploads)]
 
 
-def describe_one(upload: Upload, state: Any) -> dict[str, Any]:
-    """Return what anyone may see of *upload*.
+def describe_one(upload: Upload) -> dict[str, Any]:
+    """Return what anyone may see of *upload*, its state prefetched.
 
     The page and its feed are public: a transfer's error text (with server
     paths, hosts, exception details) stays in the worker's log and the
     ledger, and the page only says that an attempt failed.
     """
-    storage = upload.file.storage
+    state = upload.file.state
     name = upload.file.name
     status = str(state.status) if state is not None else "missing"
     label, help_text = LABELS.get(status, (status, "The file cannot be found."))
     if status == "pending" and state.error:
         help_text = "Still on the local storage; the worker will try again."
+    if upload.file.transferred_at is not None:
+        moved = upload.file.transferred_at.strftime("%H:%M:%S")
+        help_text = f"Served from the remote storage since {moved} UTC."
     url = served_from = ""
     if state is not None and not state.is_deleted:
-        # Decide from the state read above, as storage.url() does, so that the
-        # URL and the status shown always agree.
-        served_from = "remote" if state.is_remote else "local"
-        url = getattr(storage, served_from).url(name)
+        # The prefetched state decides both, so the URL and the status agree.
+        served_from = "remote" if upload.file.is_transferred else "local"
+        url = upload.file.url
     extension = posixpath.splitext(name)[1].lstrip(".").upper() or "FILE"
     return {
         "id": upload.pk,
@@ -68,6 +73,9 @@ def describe_one(upload: Upload, state: Any) -> dict[str, Any]:
         "is_image": upload.is_image,
         "extension": extension,
         "uploaded": upload.uploaded.isoformat(),
+        "transferred_at": (
+            upload.file.transferred_at.isoformat() if upload.file.transferred_at else ""
+        ),
         "retry_url": reverse("gallery:retry", args=[upload.pk]),
     }
 

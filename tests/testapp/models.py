@@ -51,3 +51,22 @@ class Flaky(models.Model):
 
 class Plain(models.Model):
     file = QueuedFileField(upload_to="plain", storage=get_fs_storage, blank=True)
+
+
+def get_queued_alias():
+    """Return the queued storage of the ``STORAGES`` alias ``queued``."""
+    from django.core.files.storage import storages
+
+    return storages["queued"]
+
+
+class TaggedFileField(QueuedFileField):
+    """A project's own subclass of the queued field."""
+
+
+class Album(models.Model):
+    """A second model on the file-system pair, with a subclassed field."""
+
+    cover = TaggedFileField(upload_to="albums", storage=get_fs_storage, blank=True)
+    back = models.FileField(upload_to="albums", storage=get_fs_storage, blank=True)
+    sleeve = models.FileField(upload_to="sleeves", storage=get_queued_alias, blank=True)

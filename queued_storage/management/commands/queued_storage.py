@@ -11,9 +11,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import dispatch, health, operations, registry
+from ... import dispatch, health, operations, orphans, registry, retention
 from ...exceptions import UnknownStorage
 from ...names import printable
+from ...orphans import DEFAULT_BATCH, DEFAULT_GRACE
+from ...retention import DEFAULT_BATCH as DEFAULT_SWEEP_BATCH
 
 
 def accept_django_options(parser: CommandParser) -> None:
@@ -86,6 +88,28 @@ class Command(BaseCommand):
         dispatch.add_argument(
             "--batch", type=int, default=100, help="Messages per pass (default: 100)."
         )
+        sweep = add("sweep", "Remove the local copies that the retention lets go.")
+        sweep.add_argument(
+            "--batch", type=int, default=DEFAULT_SWEEP_BATCH,
+            help=f"Ledger rows per query (default: {DEFAULT_SWEEP_BATCH}).",
+        )  # fmt: skip
+        orphans = add("orphans", "Find the files that no model row references.")
+        orphans.add_argument(
+            "--delete", action="store_true",
+            help="Delete them from both storages and the ledger (default: only list).",
+        )  # fmt: skip
+        orphans.add_argument(
+            "--older-than", type=float, default=DEFAULT_GRACE.total_seconds(),
+            metavar="SECONDS",
+            help="Only files saved longer ago than this (default: 86400, a day).",
+        )  # fmt: skip
+        orphans.add_argument(
+            "--batch", type=int, default=DEFAULT_BATCH,
+            help=f"Ledger rows per query (default: {DEFAULT_BATCH}).",
+        )  # fmt: skip
+        orphans.add_argument(
+            "--no-progress", action="store_true", help="No progress bar."
+        )
         bulk = add("import", "Move the local files that are not remote yet.")
         bulk.add_argument("--dry-run", action="store_true")
         bulk.add_argument(
@@ -129,6 +153,32 @@ class Command(BaseCommand):
                 f"{expired} transfers lost their worker (lease expired); "
                 "'reconcile' queues them again.",
             )
+        local = {}
+        for storage in self.storages(options):
+            held = local[storage.reference] = retention.preview(storage)
+            self.say(
+                options,
+                f"{storage.reference}: {held['local_bytes']} bytes held locally; "
+                f"the next sweep frees {held['sweep_bytes']} bytes "
+                f"({held['sweep_files']} files).",
+            )
+        result["local"] = local
+        return result
+
+    def do_sweep(self, options: dict[str, Any]) -> dict[str, Any]:
+        if options["batch"] < 1:
+            raise CommandError("--batch must be positive.")
+        result = {}
+        for storage in self.storages(options):
+            report = retention.sweep(storage, batch=options["batch"])
+            self.say(
+                options,
+                f"{storage.reference}: removed {report.removed} local copies "
+                f"({report.freed} bytes); kept {report.kept} that changed.",
+            )
+            result[storage.reference] = {
+                "removed": report.removed, "freed": report.freed, "kept": report.kept,
+            }  # fmt: skip
         return result
 
     def do_dispatch(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +300,46 @@ class Command(BaseCommand):
         if total and not options["json"]:
             raise CommandError(f"{total} transferred files do not match.")
         return {"mismatches": found}
+
+    def do_orphans(self, options: dict[str, Any]) -> dict[str, Any]:
+        if options["batch"] < 1 or options["older_than"] < 0:
+            raise CommandError(
+                "--batch must be positive and --older-than not negative."
+            )
+        older, delete = timedelta(seconds=options["older_than"]), options["delete"]
+        show = not options["no_progress"] and sys.stderr.isatty()
+        result: dict[str, Any] = {}
+        for storage in self.storages(options):
+            reference = storage.reference
+            progress = None
+            if show:
+                total = orphans.count_candidates(storage, older)
+                progress = lambda n, t=total, r=reference: self.progress_bar(n, t, r)  # noqa: E731
+            try:
+                report = orphans.run(
+                    storage, older_than=older, delete=delete,
+                    batch=options["batch"], progress=progress,
+                )  # fmt: skip
+            except ValueError as exc:
+                self.stderr.write(f"Skipped {reference}: {exc}")
+                result[reference] = {"skipped": str(exc)}
+                continue
+            finally:
+                if show:
+                    sys.stderr.write("\n")
+            for name in report.orphans:
+                self.say(options, f"{reference}: {printable(name)}")
+            verb = "Deleted" if delete else "Found"
+            self.say(
+                options,
+                f"{reference}: {verb} {report.found} orphans ({report.bytes} bytes) "
+                f"among {report.scanned} files.",
+            )
+            result[reference] = {
+                "scanned": report.scanned, "orphans": report.orphans,
+                "bytes": report.bytes, "deleted": report.deleted,
+            }  # fmt: skip
+        return result
 
     def do_import(self, options: dict[str, Any]) -> dict[str, Any]:
         storages = self.storages(options)
