@@ -11,6 +11,7 @@ upload. A copy that changed is put back.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from typing import Any
@@ -95,3 +96,24 @@ def _put_back(aside: str, path: str) -> None:
         os.remove(aside)
     except FileNotFoundError:
         pass
+
+
+def delete_transferred(queued: Any, name: str, expected: Identity | None) -> bool:
+    """Delete the local copy of *name* if it is the one that was transferred.
+
+    The ledger (or, without it, the cache) must still record *name* as
+    served from the remote, and the copy must still have the identity
+    *expected* that it had when its upload began: a save that replaced it
+    meanwhile keeps its bytes. Return whether the copy was deleted.
+    """
+    current = queued.state.get(name, durable=True)
+    if current is None or not current.is_remote:
+        removed = False  # Saved again or deleted: not this transfer's copy.
+    else:
+        removed = delete_if_unchanged(queued.local, name, expected)
+    if not removed:
+        logging.getLogger("queued_storage").info(
+            "Kept the local copy of %r: it changed after its upload.", name,
+            extra={"file_name": name, "storage": queued.reference},
+        )  # fmt: skip
+    return removed

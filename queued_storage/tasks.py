@@ -263,16 +263,7 @@ class TransferAndDelete(Transfer):
         _uploaded.set(None)
         if uploaded is not None and uploaded[0] is queued.local and uploaded[1] == name:
             expected = uploaded[2]
-        current = queued.state.get(name, durable=True)
-        if current is None or not current.is_remote:
-            removed = False  # Saved again or deleted: not this task's copy.
-        else:
-            removed = local_copy.delete_if_unchanged(queued.local, name, expected)
-        if not removed:
-            logger.info(
-                "Kept the local copy of %r: it changed after its upload.", name,
-                extra={"file_name": name, "storage": queued.reference},
-            )  # fmt: skip
+        if not local_copy.delete_transferred(queued, name, expected):
             return
         removed_local()
         local_deleted.send(type(self), name=name, storage=queued)

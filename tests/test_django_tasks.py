@@ -105,6 +105,31 @@ def test_transfer_and_delete_removes_the_local_copy(fs_queued, dummy):
     assert storage.remote.exists(name)
 
 
+def test_transfer_and_delete_keeps_a_copy_written_again_after_its_upload(
+    fs_queued, dummy
+):
+    from queued_storage.runners.django_tasks import TaskTransferAndDelete
+
+    storage = fs_queued(
+        runner="django_tasks", task="queued_storage.tasks.TransferAndDelete"
+    )
+    name = storage.save("photo.txt", ContentFile(b"first"))
+    [result] = dummy.results
+
+    class WrittenAgain(TaskTransferAndDelete):
+        def after_transfer(self, queued, name):
+            # New bytes land in the local copy before it is deleted.
+            with open(queued.local.path(name), "wb") as handle:
+                handle.write(b"second!")
+            super().after_transfer(queued, name)
+
+    task_path = transfer_and_delete.module_path
+    assert WrittenAgain().receive(task_path, **result.kwargs) is True
+    assert storage.remote.exists(name)
+    with storage.local.open(name) as handle:
+        assert handle.read() == b"second!"
+
+
 def test_a_forged_or_replayed_message_is_refused_and_changes_nothing(fs_queued, dummy):
     storage = fs_queued(runner="django_tasks")
     name = storage.save("forged.txt", ContentFile(b"x"))

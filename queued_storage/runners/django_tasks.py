@@ -20,7 +20,7 @@ from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .. import message, registry
+from .. import local_copy, message, registry
 from ..conf import settings
 from ..enqueue import transfer_queue
 from ..exceptions import InvalidMessage
@@ -133,10 +133,23 @@ class TaskTransfer:
 class TaskTransferAndDelete(TaskTransfer):
     """Transfer a file, then delete its local copy."""
 
+    _uploaded: tuple[Any, str, Any] | None = None
+
+    def transfer(
+        self, name: str, local: Any, remote: Any, **kwargs: Any
+    ) -> bool | TransferResult:
+        # One handler serves one message: what it read stays on the instance.
+        self._uploaded = (local, name, local_copy.identity(local, name))
+        return super().transfer(name, local, remote, **kwargs)
+
     def after_transfer(self, queued: QueuedStorage, name: str) -> None:
-        """Delete the local copy, now that reads go to the remote one."""
-        queued.local.delete(name)
-        local_deleted.send(type(self), name=name, storage=queued)
+        """Delete the local copy, if it is still the one that was uploaded."""
+        uploaded, self._uploaded = self._uploaded, None
+        expected = None
+        if uploaded is not None and uploaded[0] is queued.local and uploaded[1] == name:
+            expected = uploaded[2]
+        if local_copy.delete_transferred(queued, name, expected):
+            local_deleted.send(type(self), name=name, storage=queued)
 
 
 @task
