@@ -32,6 +32,22 @@ def row(storage: Any, name: str) -> StoredFile:
     return StoredFile.objects.get(storage=storage.reference, name=name)
 
 
+@pytest.fixture
+def fs_queued(fs_queued: Any) -> Any:
+    """Make delayed storages: their transfers run in this process only.
+
+    A worker that an earlier test of the session started would otherwise
+    take the message of a save and race the inline transfer these tests
+    make.
+    """
+
+    def make(**options: Any) -> Any:
+        options.setdefault("delayed", True)
+        return fs_queued(**options)
+
+    return make
+
+
 def transferred(storage: Any, name: str, text: bytes = b"0123456789", hours=2) -> str:
     """Save *name*, transfer it in this process, and date the transfer back."""
     name = storage.save(name, ContentFile(text))
