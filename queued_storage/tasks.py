@@ -9,6 +9,7 @@ option names.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from .conf import settings
 from .exceptions import InvalidMessage
 from .machine import FileTransfer, Policy
 from .redaction import shorten
+from .runners import settings_policy
 from .signals import local_deleted
 from .state import FileState
 from .transfer import TransferResult, transfer_file
@@ -156,13 +158,11 @@ class Transfer(Task):
 
         An inline transfer (``transfer(now=True)``) makes one attempt only.
         """
-        return Policy(
+        # A subclass may change max_retries and default_retry_delay.
+        return dataclasses.replace(
+            settings_policy(),
             retries=0 if _one_attempt.get() else self.max_retries,
-            max_deliveries=int(settings.QUEUED_STORAGE_MAX_DELIVERIES),
             retry_delay=float(self.default_retry_delay),
-            backoff_max=float(settings.QUEUED_STORAGE_RETRY_BACKOFF_MAX),
-            lease=float(settings.QUEUED_STORAGE_LEASE),
-            countdown_max=float(settings.QUEUED_STORAGE_RETRY_COUNTDOWN_MAX),
         )
 
     def machine(self) -> FileTransfer:
