@@ -89,7 +89,9 @@ def _storage(reference: str, task_path: str, **options: Any) -> QueuedStorage:
 
 
 #: Removes the local copy as soon as the transfer is recorded.
-retained_storage = _storage("tasks-retention", "tests.tasks_app.transfer", local_retention=0)
+retained_storage = _storage(
+    "tasks-retention", "tests.tasks_app.transfer", local_retention=0
+)
 #: Its task removes the local copy itself.
 deleting_storage = _storage("tasks-delete", "tests.tasks_app.transfer_and_delete")
 #: Its local storage replaces a file saved again under the same name.

@@ -30,8 +30,8 @@ from tests.tasks_app import (
     retained_storage,
     slow_storage,
 )
-from tests.tasks_app import transfer as marking_transfer
 from tests.tasks_app import ROOT as TASKS_ROOT
+from tests.tasks_app import transfer as marking_transfer
 from tests.testapp.models import Document
 
 ROOT = Path(__file__).resolve().parent.parent
