@@ -13,7 +13,7 @@ from typing import Any
 from django.core.files import File, locks
 from django.utils.deconstruct import deconstructible
 
-from . import directories, ledger_access
+from . import directories, leases, ledger_access
 from . import enqueue as sending
 from .base import QueuedStorageBase
 from .compat import Deprecated08, remember_result
@@ -299,6 +299,12 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         host = (
             self.state.host_of(name) if settings.QUEUED_STORAGE_PER_HOST_QUEUE else ""
         )
+        if (
+            now
+            and state.status == Status.TRANSFERRING
+            and leases.is_held(self.state, name, state.version)
+        ):
+            return state  # A worker holds it: its outcome is the file's.
         if state.status != Status.PENDING or not state.version:
             state = FileState(
                 Status.PENDING, secrets.token_hex(8), state.size,

@@ -11,6 +11,7 @@ one).
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from . import local_copy, retention
@@ -19,6 +20,10 @@ from .transfer import TransferResult, transfer_file
 
 if TYPE_CHECKING:
     from .backends import QueuedStorage
+
+#: Set while a transfer runs inline (``transfer(now=True)``): a failure is
+#: final at once, whatever the runner's retry policy says.
+one_attempt: ContextVar[bool] = ContextVar("queued_storage_one_attempt", default=False)
 
 #: The local storage, the name and the identity of the copy an upload read.
 Uploaded = tuple[Any, str, "local_copy.Identity | None"]

@@ -224,7 +224,11 @@ def remove_claimed(
     try:
         os.rename(path, aside)
     except FileNotFoundError:
-        return _removed(storage, name)  # Gone already: the mark is right.
+        # Gone already, or kept elsewhere than path() says (InMemoryStorage
+        # answers a path where nothing is): deleted by name.
+        if local.exists(name):
+            local.delete(name)
+        return _removed(storage, name)
     transferred = _still(storage, pk, version)
     stale = transferred is None
     if not stale:

@@ -224,7 +224,7 @@ _removed_local: ContextVar[bool] = ContextVar(
     "queued_storage_removed_local", default=False
 )
 #: Set while a transfer runs inline: a failure is final at once.
-_one_attempt: ContextVar[bool] = ContextVar("queued_storage_one_attempt", default=False)
+_one_attempt = handlers.one_attempt
 
 
 def removed_local() -> None:

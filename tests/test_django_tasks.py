@@ -31,6 +31,7 @@ from queued_storage.runners.django_tasks import (
     transfer_and_delete,
 )
 from queued_storage.state import Status
+from tests.tasks_app import ROOT as TASKS_ROOT
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -352,3 +353,65 @@ def test_a_default_backend_that_refuses_the_tasks_is_reported_not_raised():
         env=env, timeout=60,
     )  # fmt: skip
     assert done.stdout.split() == ["queued_storage.E050"], done.stderr
+
+
+def test_a_retry_past_the_countdown_limit_waits_in_the_ledger_not_the_backend(
+    fs_queued, dummy, monkeypatch
+):
+    storage = fs_queued(runner="django_tasks")
+    name = storage.save("far-retry.txt", ContentFile(b"x"))
+    [first] = dummy.results
+    monkeypatch.setattr(
+        "queued_storage.runners.django_tasks.TaskTransfer.transfer",
+        lambda self, *a, **k: Refusing()(*a, **k),
+    )
+    with override_settings(QUEUED_STORAGE_RETRY_COUNTDOWN_MAX=0):
+        assert first.task.call(**first.kwargs) is False
+    found = row(storage, name)
+    assert (found.status, found.attempts, found.outbox) == (Status.PENDING, 1, True)
+    assert found.next_attempt is not None
+    assert len(dummy.results) == 1
+
+
+def test_a_pending_file_is_sent_through_the_runner_of_now_when_sent_again(
+    fs_queued, dummy
+):
+    storage = fs_queued()
+    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+        # Saved while Celery was the runner: its message waits in the outbox.
+        name = storage.save("moved-runner.txt", ContentFile(b"x"))
+    assert row(storage, name).outbox
+    with override_settings(QUEUED_STORAGE_RUNNER="django_tasks"):
+        storage.transfer(name)
+    [result] = dummy.results
+    assert result.task.module_path == "queued_storage.runners.django_tasks.transfer"
+    assert result.kwargs["name"] == name
+    assert result.kwargs["version"] == row(storage, name).version
+
+
+def test_an_inline_transfer_runs_the_framework_task_of_the_storage(fs_queued, dummy):
+    storage = fs_queued(runner="django_tasks", task="tests.tasks_app.transfer")
+    name = storage.save("inline.txt", ContentFile(b"x"))
+    outcome = storage.transfer(name, now=True)
+    assert outcome.status == Status.TRANSFERRED
+    assert storage.remote.exists(name)
+    # The custom task ran (MarkingTransfer leaves its mark), not a Celery one.
+    assert (TASKS_ROOT / "marks" / name.replace("/", "_")).exists()
+    assert len(dummy.results) == 1  # The save's message; nothing more queued.
+
+
+def test_an_inline_transfer_on_the_framework_makes_one_attempt(
+    fs_queued, dummy, monkeypatch
+):
+    storage = fs_queued(runner="django_tasks")
+    name = storage.save("inline-fails.txt", ContentFile(b"x"))
+    refusing = Refusing()
+    monkeypatch.setattr(
+        "queued_storage.runners.django_tasks.TaskTransfer.transfer",
+        lambda self, *a, **k: refusing(*a, **k),
+    )
+    outcome = storage.transfer(name, now=True)
+    assert (outcome.status, outcome.attempts) == (Status.FAILED, 1)
+    assert "OSError" in outcome.error
+    assert refusing.calls == 1
+    assert len(dummy.results) == 1  # No retry was queued.

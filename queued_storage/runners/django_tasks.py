@@ -12,6 +12,7 @@ the dispatcher or ``reconcile``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -86,7 +87,12 @@ class TaskTransfer:
         handlers.apply_retention(queued, name, version, self.removes_local and removed)
 
     def policy(self) -> Policy:
-        """Return the retry and lease policy, from the settings of now."""
+        """Return the retry and lease policy, from the settings of now.
+
+        An inline transfer (``transfer(now=True)``) makes one attempt only.
+        """
+        if handlers.one_attempt.get():
+            return dataclasses.replace(settings_policy(), retries=0)
         return settings_policy()
 
     def send_retry(
@@ -210,6 +216,15 @@ class DjangoTasksRunner:
     def backend(self) -> Any:
         """Return the backend of the task framework that runs transfers."""
         return task_backends[self.alias()]
+
+    def run_inline(self, queued: QueuedStorage, name: str, version: str) -> None:
+        """Run the task of *queued* for *name* in this process, as a worker does.
+
+        The signed message goes to the task's function directly: no backend
+        and no queue.
+        """
+        path = task_path(queued)
+        get_task(path).call(**message.sign(path, queued.reference, name, version))
 
     def send(
         self,
