@@ -26,10 +26,12 @@ from queued_storage.models import StoredFile
 from queued_storage.runner_checks import check_runners
 from queued_storage.runners import get_runner
 from queued_storage.runners.django_tasks import (
+    TaskTransfer,
     task_backends,
     transfer,
     transfer_and_delete,
 )
+from queued_storage.signals import file_transferred, transfer_failed
 from queued_storage.state import Status
 from tests.tasks_app import ROOT as TASKS_ROOT
 
@@ -415,3 +417,59 @@ def test_an_inline_transfer_on_the_framework_makes_one_attempt(
     assert "OSError" in outcome.error
     assert refusing.calls == 1
     assert len(dummy.results) == 1  # No retry was queued.
+
+
+def test_the_queue_is_the_transfer_queue_else_the_framework_default(fs_queued, dummy):
+    storage = fs_queued(runner="django_tasks")
+    storage.save("default-queue.txt", ContentFile(b"x"))
+    with override_settings(QUEUED_STORAGE_QUEUE="uploads"):
+        storage.save("uploads-queue.txt", ContentFile(b"x"))
+    assert [result.task.queue_name for result in dummy.results] == [
+        "default", "uploads",
+    ]  # fmt: skip
+
+
+def test_the_tasks_send_the_same_signals_as_the_celery_ones(
+    fs_queued, dummy, monkeypatch
+):
+    received = []
+
+    def receiver(signal, sender, **kwargs):
+        received.append((signal, sender, kwargs["name"]))
+
+    file_transferred.connect(receiver)
+    transfer_failed.connect(receiver)
+    try:
+        storage = fs_queued(runner="django_tasks")
+        moved = storage.save("signalled.txt", ContentFile(b"x"))
+        failing = storage.save("signalled-failure.txt", ContentFile(b"x"))
+        done, refused = dummy.results
+        assert done.task.call(**done.kwargs) is True
+        monkeypatch.setattr(
+            "queued_storage.runners.django_tasks.TaskTransfer.transfer",
+            lambda self, *a, **k: Refusing()(*a, **k),
+        )
+        with override_settings(QUEUED_STORAGE_RETRIES=0):
+            assert refused.task.call(**refused.kwargs) is False
+    finally:
+        file_transferred.disconnect(receiver)
+        transfer_failed.disconnect(receiver)
+    assert received == [
+        (file_transferred, TaskTransfer, moved),
+        (transfer_failed, TaskTransfer, failing),
+    ]
+
+
+def test_a_task_the_backend_could_not_take_is_sent_again_by_reconcile(fs_queued, dummy):
+    storage = fs_queued(runner="django_tasks")
+    with override_settings(QUEUED_STORAGE_TASKS_BACKEND="missing"):
+        name = storage.save("sent-later.txt", ContentFile(b"x"))
+    assert dummy.results == []
+    StoredFile.objects.filter(storage=storage.reference, name=name).update(
+        updated=timezone.now() - timedelta(hours=1)
+    )
+    assert operations.reconcile(storage=storage.reference) == [name]
+    [result] = dummy.results
+    assert result.kwargs["name"] == name
+    assert result.task.call(**result.kwargs) is True
+    assert storage.using_remote(name)
