@@ -19,7 +19,7 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from queued_storage import dispatch, operations
+from queued_storage import dispatch, operations, retention
 from queued_storage.enqueue import this_host
 from queued_storage.exceptions import InvalidMessage
 from queued_storage.models import StoredFile
@@ -131,6 +131,9 @@ def test_transfer_and_delete_keeps_a_copy_written_again_after_its_upload(
     assert storage.remote.exists(name)
     with storage.local.open(name) as handle:
         assert handle.read() == b"second!"
+    # The copy kept still counts as held locally.
+    assert row(storage, name).local_deleted is None
+    assert retention.local_bytes(storage) > 0
 
 
 def test_a_forged_or_replayed_message_is_refused_and_changes_nothing(fs_queued, dummy):

@@ -238,6 +238,16 @@ def test_the_admin_view_shows_the_counts(files, admin_client):
     assert fs_storage.local.exists(files["orphan"])
 
 
+def test_the_admin_view_is_refused_to_staff_who_may_not_view_the_ledger(
+    files, client, django_user_model
+):
+    staff = django_user_model.objects.create_user("clerk", is_staff=True)
+    client.force_login(staff)
+    response = client.get("/admin/queued_storage/storedfile/orphans/")
+    assert response.status_code == 403
+    assert fs_storage.local.exists(files["orphan"])
+
+
 def test_bad_arguments_are_refused():
     from django.core.management.base import CommandError
 
