@@ -223,8 +223,9 @@ class DjangoTasksRunner:
         The signed message goes to the task's function directly: no backend
         and no queue.
         """
-        path = task_path(queued)
-        get_task(path).call(**message.sign(path, queued.reference, name, version))
+        found = get_task(task_path(queued))
+        kwargs = message.sign(found.module_path, queued.reference, name, version)
+        found.call(**kwargs)
 
     def send(
         self,
