@@ -13,7 +13,7 @@ from typing import Any
 from django.core.files import File, locks
 from django.utils.deconstruct import deconstructible
 
-from . import directories, leases, ledger_access
+from . import directories, leases, ledger_access, local_copy
 from . import enqueue as sending
 from .base import QueuedStorageBase
 from .compat import Deprecated08, remember_result
@@ -231,9 +231,8 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             state = self.state.get(name)
             if state is not None and not state.is_deleted:
                 return
-            try:
-                path = self.local.path(name)
-            except NotImplementedError:
+            path = local_copy.disk_path(self.local, name)
+            if path is None:
                 self.local.delete(name)
                 return
             with open(path, "rb") as partial:

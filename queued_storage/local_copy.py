@@ -17,6 +17,7 @@ import secrets
 from typing import Any
 
 from django.core.files import locks
+from django.core.files.storage import InMemoryStorage
 
 #: What tells one version of a local file from another: device, inode, size
 #: and modification time in nanoseconds (a rewrite in place changes the
@@ -24,7 +25,15 @@ from django.core.files import locks
 Identity = tuple[int, int, int, int]
 
 
-def _path(local: Any, name: str) -> str | None:
+def disk_path(local: Any, name: str) -> str | None:
+    """Return the path of *name* on disk, or ``None`` for a storage without one.
+
+    ``InMemoryStorage`` answers ``path()`` with a place under ``MEDIA_ROOT``
+    where none of its files is: a real file found there belongs to someone
+    else and must never be measured, moved or removed for it.
+    """
+    if isinstance(local, InMemoryStorage):
+        return None
     try:
         return str(local.path(name))
     except (NotImplementedError, AttributeError):
@@ -37,7 +46,7 @@ def _identity(stat: os.stat_result) -> Identity:
 
 def identity(local: Any, name: str) -> Identity | None:
     """Return the identity of the local copy of *name*, if it has a path."""
-    path = _path(local, name)
+    path = disk_path(local, name)
     if path is None:
         return None
     try:
@@ -52,7 +61,7 @@ def delete_if_unchanged(local: Any, name: str, expected: Identity | None) -> boo
     Return whether it is gone. Without a path or an *expected* identity the
     copy is deleted by name, as the storage does.
     """
-    path = _path(local, name)
+    path = disk_path(local, name)
     if path is None or expected is None:
         local.delete(name)
         return True

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from . import local_copy
 from .conf import settings
 from .enqueue import this_host
 from .signals import local_deleted
@@ -211,10 +212,7 @@ def remove_claimed(
     and has not recorded its state yet).
     """
     local = storage.local
-    try:
-        path = local.path(name)
-    except NotImplementedError:
-        path = None
+    path = local_copy.disk_path(local, name)
     if path is None:
         local.delete(name)
         return _removed(storage, name)

@@ -141,3 +141,66 @@ def test_a_file_saved_into_a_directory_while_it_is_deleted_is_not_left_pending(
     row = StoredFile.objects.get(storage=storage.reference, name=late)
     assert row.status == "deleted"
     assert not storage.exists(late)
+
+
+def test_a_memory_local_never_touches_a_disk_file_at_the_path_it_names(
+    tmp_path, settings
+):
+    """InMemoryStorage's path() names a place under MEDIA_ROOT it never uses.
+
+    A real file found there belongs to someone else: neither TransferAndDelete
+    nor the retention sweep may measure, move or remove it.
+    """
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    storage = QueuedStorage(
+        local=MEMORY,
+        remote="django.core.files.storage.FileSystemStorage",
+        remote_options={"location": str(tmp_path / "remote")},
+        task="queued_storage.tasks.TransferAndDelete",
+        delayed=True,
+    )
+    name = storage.save("report.txt", ContentFile(b"in memory"))
+    on_disk = storage.local.path(name)
+    os.makedirs(os.path.dirname(on_disk), exist_ok=True)
+    with open(on_disk, "wb") as handle:
+        handle.write(b"someone else's file")
+
+    assert storage.transfer(name, now=True).status == Status.TRANSFERRED
+
+    assert not storage.local.exists(name)
+    with open(on_disk, "rb") as handle:
+        assert handle.read() == b"someone else's file"
+    with storage.open(name) as handle:
+        assert handle.read() == b"in memory"
+
+
+def test_the_sweep_of_a_memory_local_leaves_a_disk_file_at_its_path(tmp_path, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from queued_storage import retention
+
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    storage = QueuedStorage(
+        local=MEMORY,
+        remote="django.core.files.storage.FileSystemStorage",
+        remote_options={"location": str(tmp_path / "remote")},
+        local_retention=60,
+        delayed=True,
+    )
+    name = storage.save("kept.txt", ContentFile(b"in memory"))
+    assert storage.transfer(name, now=True).status == Status.TRANSFERRED
+    on_disk = storage.local.path(name)
+    os.makedirs(os.path.dirname(on_disk), exist_ok=True)
+    with open(on_disk, "wb") as handle:
+        handle.write(b"someone else's file")
+    StoredFile.objects.filter(storage=storage.reference, name=name).update(
+        transferred=timezone.now() - timedelta(hours=1)
+    )
+
+    assert retention.sweep(storage).removed == 1
+
+    assert not storage.local.exists(name)
+    with open(on_disk, "rb") as handle:
+        assert handle.read() == b"someone else's file"
