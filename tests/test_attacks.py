@@ -141,3 +141,41 @@ def test_a_file_saved_into_a_directory_while_it_is_deleted_is_not_left_pending(
     row = StoredFile.objects.get(storage=storage.reference, name=late)
     assert row.status == "deleted"
     assert not storage.exists(late)
+
+
+class OverwriteDuringUpload(FileSystemStorage):
+    """A remote whose upload is overtaken by a save of the same name.
+
+    While the previous version uploads, a save on the overwriting local disk
+    writes its new bytes and has not recorded its state yet.
+    """
+
+    local: Any = None
+
+    def _save(self, name: str, content: Any) -> str:
+        saved = super()._save(name, content)
+        if self.local is not None:
+            self.local.save(name, ContentFile(b"newer"))
+        return saved
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retention_of_zero_keeps_a_copy_overwritten_during_its_upload(tmp_path):
+    """The new bytes of a save not yet recorded survive the previous transfer."""
+    fs = "django.core.files.storage.FileSystemStorage"
+    storage = QueuedStorage(
+        local=fs,
+        remote=f"{__name__}.OverwriteDuringUpload",
+        local_options={"location": str(tmp_path / "l"), "allow_overwrite": True},
+        remote_options={"location": str(tmp_path / "r")},
+        local_retention=0,
+        delayed=True,
+    )
+    name = storage.save("race.txt", ContentFile(b"older"))
+    OverwriteDuringUpload.local = storage.local
+    try:
+        assert storage.transfer(name, now=True).status == Status.TRANSFERRED
+    finally:
+        OverwriteDuringUpload.local = None
+    with storage.local.open(name) as local:
+        assert local.read() == b"newer"
