@@ -56,14 +56,19 @@ def references(storage: QueuedStorageBase) -> list[Reference]:
     """Return every file field of every model that stores into *storage*.
 
     Each comes with the databases its model's rows may live in (those the
-    routers allow it to be migrated to).
+    routers allow it to be migrated to, and the one they read it from).
     """
     found = []
     for model in apps.get_models(include_auto_created=True):
         if model._meta.proxy:
             continue  # Its concrete model is listed too.
+        # The router's database for reads as well: a table that no database
+        # migrates (a legacy or unmanaged one) still has rows there.
+        read = router.db_for_read(model)
         databases = tuple(
-            alias for alias in connections if router.allow_migrate_model(alias, model)
+            alias
+            for alias in connections
+            if alias == read or router.allow_migrate_model(alias, model)
         )
         for model_field in model._meta.local_concrete_fields:
             if not isinstance(model_field, FileField):

@@ -322,3 +322,14 @@ def test_a_progress_bar_shows_on_a_terminal_only(unique):
     text = output.decode(errors="replace")
     assert "\r[" in text and "3/3" in text
     assert "Found 3 orphans" in text
+
+
+def test_a_file_referenced_by_a_model_no_database_migrates_is_kept(files):
+    """A legacy or unmanaged table is still read where the router reads it."""
+    routers = ["tests.routers.NoMigrationsForAlbumRouter"]
+    with override_settings(DATABASE_ROUTERS=routers):
+        result = run_command("--delete")
+    assert result["orphans"] == [files["orphan"]]
+    for key in ("cover", "back"):
+        assert fs_storage.local.exists(files[key]), key
+        assert StoredFile.objects.filter(name=files[key]).exists(), key
