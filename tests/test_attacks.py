@@ -179,3 +179,36 @@ def test_a_retention_of_zero_keeps_a_copy_overwritten_during_its_upload(tmp_path
         OverwriteDuringUpload.local = None
     with storage.local.open(name) as local:
         assert local.read() == b"newer"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_framework_message_moved_to_another_storage_or_cut_changes_nothing(
+    fs_queued,
+):
+    """Cross-storage, truncated and ill-typed framework messages are refused."""
+    from django.test import override_settings
+
+    from queued_storage.exceptions import InvalidMessage
+    from queued_storage.runners.django_tasks import task_backends, transfer
+
+    with override_settings(QUEUED_STORAGE_TASKS_BACKEND="dummy"):
+        dummy = task_backends["dummy"]
+        dummy.clear()
+        storage = fs_queued(runner="django_tasks")
+        name = storage.save("cross.txt", ContentFile(b"x"))
+        [result] = dummy.results
+        dummy.clear()
+    kwargs = dict(result.kwargs)
+    with pytest.raises(InvalidMessage, match="differ"):
+        transfer.call(**{**kwargs, "storage": "fs"})
+    with pytest.raises(InvalidMessage, match="differ"):
+        transfer.call(**{**kwargs, "version": "0" * 16})
+    with pytest.raises(InvalidMessage):
+        transfer.call(**{**kwargs, "name": ["cross.txt"]})
+    with pytest.raises(InvalidMessage):
+        transfer.call(**{**kwargs, "signature": kwargs["signature"][:20]})
+    with pytest.raises(TypeError):
+        transfer.call(**{k: v for k, v in kwargs.items() if k != "signature"})
+    row = StoredFile.objects.get(storage=storage.reference, name=name)
+    assert (row.status, row.attempts) == (Status.PENDING, 0)
+    assert storage.local.exists(name) and not storage.remote.exists(name)
