@@ -212,3 +212,17 @@ def test_a_framework_message_moved_to_another_storage_or_cut_changes_nothing(
     row = StoredFile.objects.get(storage=storage.reference, name=name)
     assert (row.status, row.attempts) == (Status.PENDING, 0)
     assert storage.local.exists(name) and not storage.remote.exists(name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_misspelt_runner_setting_raises_before_the_file_is_written(fs_queued):
+    """A save refuses at once, rather than after writing and recording the file."""
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+
+    storage = fs_queued()
+    with override_settings(QUEUED_STORAGE_RUNNER="django_task"):
+        with pytest.raises(ImproperlyConfigured, match="QUEUED_STORAGE_RUNNER"):
+            storage.save("typo.txt", ContentFile(b"x"))
+    assert not storage.local.exists("typo.txt")
+    assert not StoredFile.objects.filter(storage=storage.reference).exists()
