@@ -21,7 +21,7 @@ from .conf import settings
 from .enqueue import transfer_queue as transfer_queue  # where it used to be
 from .exceptions import NameTaken
 from .inline import run_transfer
-from .runners import Runner, get_runner
+from .runners import Runner, get_runner, runner_path
 from .s3_urls import url_builder
 from .signals import file_queued
 from .state import FileState, Status
@@ -112,6 +112,9 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         if not hasattr(content, "chunks"):
             content = File(content, name)
         name = self.get_available_name(self.validate_name(name), max_length)
+        if not self.delayed:
+            # A misspelt runner name is refused before anything is written.
+            runner_path(self.runner_name())
         local, chosen = _recording_names(self.local)
         try:
             saved = local.save(name, content, max_length)

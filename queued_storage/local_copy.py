@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.files import locks
@@ -23,6 +24,32 @@ from django.core.files.storage import InMemoryStorage
 #: and modification time in nanoseconds (a rewrite in place changes the
 #: last, a replacement by rename the inode).
 Identity = tuple[int, int, int, int]
+
+
+#: The local storage, the name and the identity of the copy that the transfer
+#: running in this context read, taken before its upload began: what the local
+#: retention compares with before removing that copy.
+uploading: ContextVar[tuple[Any, str, Identity | None] | None] = ContextVar(
+    "queued_storage_uploading", default=None
+)
+
+
+def identity_read(local: Any, name: str) -> Identity | None:
+    """Return the identity the running transfer read of *name*, if it did."""
+    read = uploading.get()
+    if read is None or read[0] is not local or read[1] != name:
+        return None
+    return read[2]
+
+
+def unchanged(path: str, expected: Identity) -> bool:
+    """Return whether the file at *path* still has the identity *expected*.
+
+    A save writing into it holds a lock: this waits for it first.
+    """
+    with open(path, "rb") as handle:
+        locks.lock(handle, locks.LOCK_EX)
+        return _identity(os.fstat(handle.fileno())) == expected
 
 
 def disk_path(local: Any, name: str) -> str | None:
@@ -71,12 +98,9 @@ def delete_if_unchanged(local: Any, name: str, expected: Identity | None) -> boo
     except FileNotFoundError:
         return True
     try:
-        with open(aside, "rb") as handle:
-            # A save that opened the file before it moved writes on under a
-            # lock: wait for it, then look.
-            locks.lock(handle, locks.LOCK_EX)
-            unchanged = _identity(os.fstat(handle.fileno())) == expected
-        if unchanged:
+        # A save that opened the file before it moved writes on under a
+        # lock: wait for it, then look.
+        if unchanged(aside, expected):
             os.remove(aside)
             return True
         _put_back(aside, path)

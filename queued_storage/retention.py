@@ -37,6 +37,7 @@ from .status import Status
 
 if TYPE_CHECKING:
     from .base import QueuedStorageBase
+    from .local_copy import Identity
 
 logger = logging.getLogger("queued_storage")
 
@@ -202,14 +203,20 @@ def _still(storage: QueuedStorageBase, pk: int, version: str) -> Any:
 
 
 def remove_claimed(
-    storage: QueuedStorageBase, pk: int, name: str, version: str
+    storage: QueuedStorageBase,
+    pk: int,
+    name: str,
+    version: str,
+    expected: Identity | None = None,
 ) -> bool:
     """Remove the local copy of *name*, claimed at *version*; return if removed.
 
     On a local storage with paths, the copy is moved aside, the ledger is
     read again, and the copy is put back when the file was saved again
     meanwhile or was written after its transfer (a save that overwrote it
-    and has not recorded its state yet).
+    and has not recorded its state yet). With *expected*, the identity of
+    the copy that the transfer uploaded, a copy whose identity differs (a
+    save wrote it during the upload) is put back as well.
     """
     local = storage.local
     path = local_copy.disk_path(local, name)
@@ -232,6 +239,8 @@ def remove_claimed(
     if not stale:
         written = datetime.fromtimestamp(os.stat(aside).st_mtime, tz=transferred.tzinfo)
         stale = written >= transferred
+    if not stale and expected is not None:
+        stale = not local_copy.unchanged(aside, expected)
     if stale:
         _put_back(path, aside)
         _rows(storage).filter(pk=pk, version=version).update(local_deleted=None)
@@ -286,7 +295,10 @@ def _apply_zero(
 ) -> None:
     if not storage.state.ledger:
         if removed is False and storage.local_retention_period() == timedelta(0):
-            storage.local.delete(name)  # Without a ledger nothing else knows.
+            # Without a ledger nothing else knows; a copy that a save wrote
+            # during the upload stays.
+            expected = local_copy.identity_read(storage.local, name)
+            local_copy.delete_if_unchanged(storage.local, name, expected)
         return
     from .state import name_hash
 
@@ -298,4 +310,5 @@ def _apply_zero(
         return
     row = rows.values_list("pk", flat=True).first()
     if row is not None and claim(storage, row, version):
-        remove_claimed(storage, row, name, version)
+        expected = local_copy.identity_read(storage.local, name)
+        remove_claimed(storage, row, name, version, expected)

@@ -322,3 +322,46 @@ def test_a_progress_bar_shows_on_a_terminal_only(unique):
     text = output.decode(errors="replace")
     assert "\r[" in text and "3/3" in text
     assert "Found 3 orphans" in text
+
+
+def test_a_file_referenced_by_a_model_no_database_migrates_is_kept(files):
+    """A legacy or unmanaged table is still read where the router reads it."""
+    routers = ["tests.routers.NoMigrationsForAlbumRouter"]
+    with override_settings(DATABASE_ROUTERS=routers):
+        result = run_command("--delete")
+    assert result["orphans"] == [files["orphan"]]
+    for key in ("cover", "back"):
+        assert fs_storage.local.exists(files[key]), key
+        assert StoredFile.objects.filter(name=files[key]).exists(), key
+
+
+def test_a_save_over_an_orphan_during_its_deletion_keeps_its_bytes(unique, monkeypatch):
+    """A save of the orphan's name on an overwriting disk is not taken with it."""
+    from django.conf import settings
+
+    from queued_storage.backends import QueuedStorage
+    from queued_storage.state import StateStore
+
+    fs = "django.core.files.storage.FileSystemStorage"
+    storage = QueuedStorage(
+        local=fs,
+        remote=fs,
+        local_options={"location": settings.MEDIA_ROOT, "allow_overwrite": True},
+        remote_options={"location": settings.MEDIA_ROOT + "-remote"},
+        reference="fs",
+        delayed=True,
+    )
+    name = storage.save(f"orphans/{unique}-over.txt", ContentFile(b"older"))
+    age(name)
+    remember = StateStore.remember
+
+    def save_lands(store: StateStore, changed: str, state: Any) -> None:
+        remember(store, changed, state)
+        if changed == name and state.is_deleted:
+            # A save of the same name writes its bytes right after the claim.
+            storage.local.save(name, ContentFile(b"newer"))
+
+    monkeypatch.setattr(StateStore, "remember", save_lands)
+    assert name not in [orphan.name for orphan in orphans.scan(storage, delete=True)]
+    with storage.local.open(name) as local:
+        assert local.read() == b"newer"
