@@ -26,8 +26,10 @@ from django.utils import timezone
 
 from queued_storage import dispatch, enqueue, operations
 from queued_storage.models import StoredFile
+from queued_storage.signals import file_queued
 from queued_storage.state import Status
 from tests.conftest import wait_for
+from tests.docs_blocks import broker_settings, celery_options
 from tests.reliability_app import lease_storage, outage_marker, quorum_queue, uploads
 from tests.services import CeleryWorkerProcess
 
@@ -42,9 +44,20 @@ VISIBILITY = 2
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
+def documented(kind: str, url: str) -> dict[str, Any]:
+    """Return the Celery options of docs/deployment.rst's tested configuration
+    of *kind* ("redis" or "rabbitmq"), with *url* and the test's window."""
+    options = celery_options(broker_settings(kind))
+    options["broker_url"] = url
+    if kind == "redis":
+        options["broker_transport_options"]["visibility_timeout"] = VISIBILITY
+    return options
+
+
 @contextmanager
-def publishing_to(url: str) -> Iterator[None]:
-    """Send this process's Celery messages to the broker at *url* meanwhile."""
+def publishing_to(options: dict[str, Any]) -> Iterator[None]:
+    """Send this process's Celery messages with these broker *options*
+    (``broker_url`` and the rest) meanwhile."""
     from tests.celery_app import app
 
     def drop_pools() -> None:
@@ -52,17 +65,14 @@ def publishing_to(url: str) -> Iterator[None]:
         app._pool = None
         app.amqp._producer_pool = None
 
-    old = app.conf.broker_url
-    if url == old:
-        yield
-        return
+    old = {key: app.conf[key] for key in options}
     drop_pools()
-    app.conf.broker_url = url
+    app.conf.update(options)
     try:
         yield
     finally:
         drop_pools()
-        app.conf.broker_url = old
+        app.conf.update(old)
 
 
 #: The brokers every test runs on, by id: (broker, queue type).
@@ -98,9 +108,10 @@ def broker(request: Any, servers: dict[str, Any], unique: str) -> Iterator[dict]
     if queue_type == "quorum":
         env["QS_TEST_QUORUM_LIMIT"] = "1"
         app.amqp.queues.add(quorum_queue(queue, 1))
-    env["QS_TEST_BROKER_URL"] = url
-    with override_settings(QUEUED_STORAGE_QUEUE=queue), publishing_to(url):
-        yield {"kind": kind, "url": url, "queue": queue, "env": env}
+    env.update(QS_TEST_BROKER_URL=url, QS_TEST_BROKER_CONFIG=kind)
+    options = documented(kind, url)
+    with override_settings(QUEUED_STORAGE_QUEUE=queue), publishing_to(options):
+        yield {"kind": kind, "url": url, "queue": queue, "env": env, **options}
     app.amqp.queues.pop(queue, None)
 
 
@@ -234,24 +245,143 @@ def test_replays_during_an_outage_leave_attempts_and_the_retry_budget_alone(
     assert_alive([worker])
 
 
-@on({"rabbitmq": BROKERS["rabbitmq"]})
+@pytest.fixture
+def queued() -> Iterator[list[str]]:
+    """Collect the names that ``file_queued`` reports as queued."""
+    names: list[str] = []
+
+    def receiver(sender: Any, name: str, **kwargs: Any) -> None:
+        names.append(name)
+
+    file_queued.connect(receiver, weak=False)
+    yield names
+    file_queued.disconnect(receiver)
+
+
+@on({"rabbitmq": BROKERS["rabbitmq"], **QUORUM})
 @pytest.mark.timeout(180)
 def test_a_save_while_rabbitmq_is_down_is_recovered_by_reconcile(
-    broker, workers, rabbitmq, unique
+    broker, workers, rabbitmq, queued, unique
 ):
-    """RabbitMQ is stopped: save() gives up on the message and the file stays
-    pending and served locally. Once the node is back, reconcile sends it and
-    a worker moves it, once."""
+    """RabbitMQ stops under an open connection: the publish of the next save
+    is never confirmed, so save() does not report it queued, and the file
+    stays pending and served locally. Once the node is back, reconcile sends
+    it and a worker moves it, once."""
+    assert broker["broker_transport_options"] == {"confirm_publish": True}
+    before = save(unique, "before")  # Leaves a pooled connection open.
+    assert queued == [before]
     rabbitmq.stop()
     try:
         name = save(unique, "no-broker")
         assert row(name).status == Status.PENDING
+        assert queued == [before]
         with lease_storage.open(name) as handle:
             assert len(handle.read()) == 2**20
     finally:
         rabbitmq.start()
     worker = workers()
-    assert operations.reconcile(timedelta(0), storage=lease_storage.reference) == [name]
+    # The message of the first save outlived the restart; reconcile may send
+    # it again: a copy finds the file leased or moved, and does nothing.
+    sent = operations.reconcile(timedelta(0), storage=lease_storage.reference)
+    assert name in sent
+    wait_for(lambda: {row(n).status for n in (before, name)} == {Status.TRANSFERRED},
+             timeout=60)  # fmt: skip
+    for each in (before, name):
+        assert (row(each).attempts, uploads(each)) == (1, {"start": 1, "done": 1})
+    assert_alive([worker])
+
+
+@on({"rabbitmq": BROKERS["rabbitmq"]})
+@pytest.mark.timeout(60)
+def test_a_publish_rabbitmq_refuses_is_not_reported_as_queued(
+    broker, queued, unique
+):
+    """A queue that is full refuses new messages (``reject-publish``): with
+    the documented ``confirm_publish`` RabbitMQ's refusal reaches save(),
+    which leaves the file pending for reconcile; without it the refused
+    message is taken as sent, and the file waits with nothing in the queue."""
+    from kombu import Queue
+
+    from tests.celery_app import app
+
+    arguments = {"x-max-length": 0, "x-overflow": "reject-publish"}
+    app.amqp.queues.add(
+        Queue(broker["queue"], routing_key=broker["queue"], queue_arguments=arguments)
+    )
+    name = save(unique, "refused")
+    assert (row(name).status, queued) == (Status.PENDING, [])
+    with publishing_to({"broker_transport_options": {}}):
+        lost = save(unique, "unconfirmed")
+    assert queued == [lost]  # Reported queued, and yet:
+    with app.connection_for_write() as connection:
+        declared = connection.default_channel.queue_declare(
+            broker["queue"], passive=True
+        )
+    assert declared.message_count == 0
+
+
+#: Seconds each upload takes in the burst: the node stops while some run.
+BURST_UPLOAD = 1
+
+
+@on({"rabbitmq": BROKERS["rabbitmq"], **QUORUM})
+@pytest.mark.timeout(240)
+def test_a_broker_restart_during_a_burst_of_saves_moves_every_file_once(
+    broker, workers, rabbitmq, queued, unique
+):
+    """Two workers; three saves, RabbitMQ stops (by its PID) while a transfer
+    runs, two saves while it is down, it starts again, three more saves. The
+    messages confirmed before the stop survive it and the workers reconnect;
+    the two saves made meanwhile were not reported queued and wait for
+    reconcile, which sends exactly those. Each file is uploaded once."""
+    started = [workers(QS_TEST_UPLOAD_SECONDS=str(BURST_UPLOAD)) for _ in range(2)]
+    before = [save(unique, f"before-{index}") for index in range(3)]
+    wait_for(lambda: any(uploads(name)["start"] for name in before), timeout=30)
+    rabbitmq.stop()
+    try:
+        down = [save(unique, f"down-{index}") for index in range(2)]
+    finally:
+        rabbitmq.start()
+    after = [save(unique, f"after-{index}") for index in range(3)]
+    assert queued == before + after
+    confirmed = before + after
+
+    def moved(names: list[str]) -> bool:
+        return all(row(name).status == Status.TRANSFERRED for name in names)
+
+    wait_for(lambda: moved(confirmed), timeout=120, interval=0.5)
+    assert {row(name).status for name in down} == {Status.PENDING}
+    sent = operations.reconcile(timedelta(0), storage=lease_storage.reference)
+    assert sorted(sent) == sorted(down)
+    wait_for(lambda: moved(down), timeout=60, interval=0.5)
+    for name in confirmed + down:
+        assert (row(name).attempts, uploads(name)) == (1, {"start": 1, "done": 1})
+    assert_alive(started)
+
+
+@on({"rabbitmq": BROKERS["rabbitmq"], **QUORUM})
+@pytest.mark.timeout(120)
+def test_retries_sent_with_a_countdown_through_an_outage_move_the_file_once(
+    broker, workers, unique
+):
+    """The remote is down; retries travel as messages with a countdown (at
+    most two seconds, below the node's three-second consumer_timeout), held
+    by the worker until due. Once the remote is back a retry moves the file,
+    in an upload longer than the window: every attempt counted is an upload
+    started, one finished, and the worker still runs."""
+    worker = workers(QS_TEST_COUNTDOWN_MAX="2")
+    name = f"{unique}/countdown.bin"
+    outage_marker(name).touch()
+    assert save(unique, "countdown") == name
+    wait_for(lambda: row(name).attempts >= 1 and row(name).status == Status.PENDING,
+             timeout=30)  # fmt: skip
+    failed = row(name)
+    # The retry is a message in the broker, not one the ledger holds back.
+    assert (failed.outbox, "down" in failed.last_error) == (False, True)
+    outage_marker(name).unlink()
     wait_for(lambda: row(name).status == Status.TRANSFERRED, timeout=60)
-    assert (row(name).attempts, uploads(name)) == (1, {"start": 1, "done": 1})
+    found = row(name)
+    assert found.attempts >= 2
+    assert uploads(name) == {"start": found.attempts, "done": 1}
+    assert "retrying in" in worker.log_text()
     assert_alive([worker])

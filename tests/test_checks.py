@@ -400,3 +400,27 @@ def test_remote_workers_warning_passes_over_a_storage_that_cannot_be_built(celer
 def test_ledger_check_skips_a_database_it_was_not_asked_about():
     assert checks.check_ledger(databases=["other"]) == []
     assert checks.check_ledger(databases=None) == []
+
+
+def test_the_deployment_page_quorum_queue_passes_the_broker_checks(celery_conf):
+    """The quorum queue the deployment page shows is a transfer queue with a
+    delivery limit above the default attempts and a dead-letter exchange."""
+    from tests.docs_blocks import blocks
+
+    (block,) = [
+        block
+        for block in blocks("docs/deployment.rst")
+        if "CELERY_TASK_QUEUES" in block.text
+    ]
+    namespace: dict = {}
+    exec(block.text, namespace)
+    rabbitmq_queue(celery_conf)
+    celery_conf(task_queues=namespace["CELERY_TASK_QUEUES"])
+    with override_settings(QUEUED_STORAGE_QUEUE=namespace["QUEUED_STORAGE_QUEUE"]):
+        assert broker_ids() == []
+        celery_conf(task_queues=[])  # Not declared: a classic queue.
+        assert broker_ids() == []
+        (queue,) = namespace["CELERY_TASK_QUEUES"]
+        queue.queue_arguments.pop("x-dead-letter-exchange")
+        celery_conf(task_queues=[queue])
+        assert broker_ids() == ["queued_storage.W026"]
