@@ -164,15 +164,11 @@ def _quorum_warnings(queues: list[tuple[str, dict[str, Any]]]) -> list[Any]:
     for name, args in queues:
         if args.get("x-queue-type") != "quorum":
             continue
-        limit = args.get("x-delivery-limit")
-        if (
-            _seconds(limit) is not None
-            and isinstance(attempts, int)
-            and limit < attempts + 1
-        ):
+        limit = _seconds(args.get("x-delivery-limit"))
+        if limit is not None and isinstance(attempts, int) and limit < attempts + 1:
             found.append(
                 Warning(
-                    f"The quorum queue {name!r} drops a message after {limit} "
+                    f"The quorum queue {name!r} drops a message after {limit:g} "
                     f"deliveries (x-delivery-limit), fewer than the "
                     f"{attempts + 1} attempts QUEUED_STORAGE_RETRIES allows a "
                     "file: a message handed back by a worker that died or lost "

@@ -4,7 +4,9 @@ Each test runs real ``celery worker`` processes on a queue of its own,
 against the suite's Redis (``visibility_timeout`` cut to two seconds) or the
 run's RabbitMQ node (``consumer_timeout`` cut to three seconds), with a
 remote that takes five seconds per upload and keeps a journal of the uploads
-it started and finished. Leases last two seconds.
+it started and finished. Leases last two seconds. The workers and the test's
+own publishes use the broker's configuration as docs/deployment.rst prints
+it, read from the page; only the URL and Redis's window are the test's.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ LEASE = 2
 UPLOAD = 5
 #: Seconds before Redis hands an unacknowledged message to another worker.
 VISIBILITY = 2
+#: Seconds each upload takes where a test saves several files.
+BURST_UPLOAD = 1
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -93,25 +97,34 @@ def broker(request: Any, servers: dict[str, Any], unique: str) -> Iterator[dict]
     """Yield the broker of the test: its URL, queue and the workers' settings.
 
     The quorum queue drops a message delivered more than once, as RabbitMQ
-    does with a ``x-delivery-limit`` below what a worker needs.
+    does with a ``x-delivery-limit`` below what a worker needs. A Redis of
+    its ``own`` is a private server that the test may stop: the suite's also
+    holds the states.
     """
     from tests.celery_app import app
+    from tests.services import RedisServer
 
     kind, queue_type = request.param
     queue = f"brokers-{unique}"
     env = {"QS_TEST_QUEUE": queue}
     if kind == "redis":
-        url = servers["redis"].url_for(0)
+        server = servers["redis"]
+        if queue_type == "own":
+            server = RedisServer().start()
+            request.addfinalizer(server.close)
+        url = server.url_for(0)
         env["QS_TEST_VISIBILITY_TIMEOUT"] = str(VISIBILITY)
     else:
-        url = request.getfixturevalue("rabbitmq").url
+        server = request.getfixturevalue("rabbitmq")
+        url = server.url
     if queue_type == "quorum":
         env["QS_TEST_QUORUM_LIMIT"] = "1"
         app.amqp.queues.add(quorum_queue(queue, 1))
     env.update(QS_TEST_BROKER_URL=url, QS_TEST_BROKER_CONFIG=kind)
     options = documented(kind, url)
     with override_settings(QUEUED_STORAGE_QUEUE=queue), publishing_to(options):
-        yield {"kind": kind, "url": url, "queue": queue, "env": env, **options}
+        yield {"kind": kind, "url": url, "queue": queue, "env": env,
+               "server": server, **options}  # fmt: skip
     app.amqp.queues.pop(queue, None)
 
 
@@ -120,7 +133,8 @@ def workers(broker: dict) -> Iterator[Any]:
     """Start worker processes on the test's broker; kill them afterwards."""
     started: list[CeleryWorkerProcess] = []
 
-    def start(**env: str) -> CeleryWorkerProcess:
+    def start(*, wait: bool = True, **env: str) -> CeleryWorkerProcess:
+        """Start a worker; with *wait*, return once it is ready."""
         worker = CeleryWorkerProcess(
             "tests.reliability_app",
             env={
@@ -130,7 +144,7 @@ def workers(broker: dict) -> Iterator[Any]:
             cwd=ROOT, pool="prefork", concurrency=1, queues=[broker["queue"]],
         )  # fmt: skip
         started.append(worker)
-        return worker.start(timeout=60)
+        return worker.start(wait_ready=wait, timeout=60)
 
     yield start
     for worker in started:
@@ -149,6 +163,13 @@ def all_logs(started: list[CeleryWorkerProcess]) -> str:
     return "".join(worker.log_text() for worker in started)
 
 
+def ready(started: list[CeleryWorkerProcess]) -> list[CeleryWorkerProcess]:
+    """Wait until each of *started*, started without waiting, is ready."""
+    for worker in started:
+        worker.wait_for_log(r"\bready\.", timeout=60)
+    return started
+
+
 def assert_alive(started: list[CeleryWorkerProcess]) -> None:
     for worker in started:
         assert worker.is_running(), worker.log_text()[-3000:]
@@ -163,7 +184,7 @@ def test_a_transfer_longer_than_the_window_uploads_once_and_workers_stay(
     """Two workers; the upload outlasts the broker's window while copies of
     its message arrive. The copies step aside: one upload, one attempt, and
     both workers still run once the window has passed several times."""
-    started = [workers(), workers()]
+    started = ready([workers(wait=False), workers(wait=False)])
     name = save(unique, "long")
     wait_for(lambda: "Transferring" in all_logs(started), timeout=30)
     version = row(name).version
@@ -258,7 +279,7 @@ def queued() -> Iterator[list[str]]:
     file_queued.disconnect(receiver)
 
 
-@on({"rabbitmq": BROKERS["rabbitmq"], **QUORUM})
+@on({"rabbitmq": BROKERS["rabbitmq"]})
 @pytest.mark.timeout(180)
 def test_a_save_while_rabbitmq_is_down_is_recovered_by_reconcile(
     broker, workers, rabbitmq, queued, unique
@@ -279,7 +300,7 @@ def test_a_save_while_rabbitmq_is_down_is_recovered_by_reconcile(
             assert len(handle.read()) == 2**20
     finally:
         rabbitmq.start()
-    worker = workers()
+    worker = workers(QS_TEST_UPLOAD_SECONDS=str(BURST_UPLOAD))
     # The message of the first save outlived the restart; reconcile may send
     # it again: a copy finds the file leased or moved, and does nothing.
     sent = operations.reconcile(timedelta(0), storage=lease_storage.reference)
@@ -293,9 +314,7 @@ def test_a_save_while_rabbitmq_is_down_is_recovered_by_reconcile(
 
 @on({"rabbitmq": BROKERS["rabbitmq"]})
 @pytest.mark.timeout(60)
-def test_a_publish_rabbitmq_refuses_is_not_reported_as_queued(
-    broker, queued, unique
-):
+def test_a_publish_rabbitmq_refuses_is_not_reported_as_queued(broker, queued, unique):
     """A queue that is full refuses new messages (``reject-publish``): with
     the documented ``confirm_publish`` RabbitMQ's refusal reaches save(),
     which leaves the file pending for reconcile; without it the refused
@@ -320,56 +339,57 @@ def test_a_publish_rabbitmq_refuses_is_not_reported_as_queued(
     assert declared.message_count == 0
 
 
-#: Seconds each upload takes in the burst: the node stops while some run.
-BURST_UPLOAD = 1
-
-
-@on({"rabbitmq": BROKERS["rabbitmq"], **QUORUM})
+@on({**BROKERS, **QUORUM, "redis-own": ("redis", "own")})
 @pytest.mark.timeout(240)
 def test_a_broker_restart_during_a_burst_of_saves_moves_every_file_once(
-    broker, workers, rabbitmq, queued, unique
+    broker, workers, queued, unique
 ):
-    """Two workers; three saves, RabbitMQ stops (by its PID) while a transfer
-    runs, two saves while it is down, it starts again, three more saves. The
-    messages confirmed before the stop survive it and the workers reconnect;
-    the two saves made meanwhile were not reported queued and wait for
-    reconcile, which sends exactly those. Each file is uploaded once."""
-    started = [workers(QS_TEST_UPLOAD_SECONDS=str(BURST_UPLOAD)) for _ in range(2)]
+    """Two workers; three saves, the broker stops (by its PID) while a
+    transfer runs, two saves while it is down, it starts again, three more
+    saves. The two saves made meanwhile were not reported queued. RabbitMQ
+    keeps the messages it confirmed, and the workers reconnect and move
+    those files; reconcile then sends exactly the two. Redis, without
+    persistence, loses what it held: reconcile sends those files too. Each
+    file is uploaded once."""
+    started = ready(
+        [workers(wait=False, QS_TEST_UPLOAD_SECONDS=str(BURST_UPLOAD)) for _ in "ab"]
+    )
     before = [save(unique, f"before-{index}") for index in range(3)]
     wait_for(lambda: any(uploads(name)["start"] for name in before), timeout=30)
-    rabbitmq.stop()
+    broker["server"].stop()
     try:
         down = [save(unique, f"down-{index}") for index in range(2)]
     finally:
-        rabbitmq.start()
+        broker["server"].start()
     after = [save(unique, f"after-{index}") for index in range(3)]
     assert queued == before + after
-    confirmed = before + after
+    kept = before + after if broker["kind"] == "rabbitmq" else after
 
     def moved(names: list[str]) -> bool:
         return all(row(name).status == Status.TRANSFERRED for name in names)
 
-    wait_for(lambda: moved(confirmed), timeout=120, interval=0.5)
+    wait_for(lambda: moved(kept), timeout=120, interval=0.5)
     assert {row(name).status for name in down} == {Status.PENDING}
     sent = operations.reconcile(timedelta(0), storage=lease_storage.reference)
-    assert sorted(sent) == sorted(down)
-    wait_for(lambda: moved(down), timeout=60, interval=0.5)
-    for name in confirmed + down:
+    lost = [name for name in before if row(name).status == Status.PENDING]
+    assert sorted(sent) == sorted(down + lost)
+    wait_for(lambda: moved(before + after + down), timeout=60, interval=0.5)
+    for name in before + after + down:
         assert (row(name).attempts, uploads(name)) == (1, {"start": 1, "done": 1})
     assert_alive(started)
 
 
-@on({"rabbitmq": BROKERS["rabbitmq"], **QUORUM})
+@on({**BROKERS, **QUORUM})
 @pytest.mark.timeout(120)
 def test_retries_sent_with_a_countdown_through_an_outage_move_the_file_once(
     broker, workers, unique
 ):
     """The remote is down; retries travel as messages with a countdown (at
-    most two seconds, below the node's three-second consumer_timeout), held
-    by the worker until due. Once the remote is back a retry moves the file,
+    most two seconds, below a three-second window on either broker), held by
+    the worker until due. Once the remote is back a retry moves the file,
     in an upload longer than the window: every attempt counted is an upload
     started, one finished, and the worker still runs."""
-    worker = workers(QS_TEST_COUNTDOWN_MAX="2")
+    worker = workers(QS_TEST_COUNTDOWN_MAX="2", QS_TEST_VISIBILITY_TIMEOUT="3")
     name = f"{unique}/countdown.bin"
     outage_marker(name).touch()
     assert save(unique, "countdown") == name

@@ -327,7 +327,9 @@ def test_per_host_transfer_queues_are_the_ones_checked(celery_conf):
     )  # fmt: skip
 
 
-@override_settings(QUEUED_STORAGE_QUEUE="uploads", QUEUED_STORAGE_RETRY_COUNTDOWN_MAX=300)
+@override_settings(
+    QUEUED_STORAGE_QUEUE="uploads", QUEUED_STORAGE_RETRY_COUNTDOWN_MAX=300
+)
 def test_a_transfer_queue_consumer_timeout_is_the_window_retries_must_fit(
     celery_conf,
 ):
@@ -413,7 +415,7 @@ def test_the_deployment_page_quorum_queue_passes_the_broker_checks(celery_conf):
         if "CELERY_TASK_QUEUES" in block.text
     ]
     namespace: dict = {}
-    exec(block.text, namespace)
+    exec(block.text, namespace)  # noqa: S102 - the project's own documentation
     rabbitmq_queue(celery_conf)
     celery_conf(task_queues=namespace["CELERY_TASK_QUEUES"])
     with override_settings(QUEUED_STORAGE_QUEUE=namespace["QUEUED_STORAGE_QUEUE"]):

@@ -174,9 +174,7 @@ def test_broker_test_workers_load_the_deployment_page_configuration(kind, url):
 
     documented = broker_settings(kind)
     assert documented["CELERY_WORKER_PREFETCH_MULTIPLIER"] == 1
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith("QS_")
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith("QS_")}
     env.update(QS_TEST_BROKER_CONFIG=kind, QS_TEST_BROKER_URL=url)
     done = subprocess.run(
         [sys.executable, "-c", BROKER_PROBE],
