@@ -339,18 +339,20 @@ def test_a_publish_rabbitmq_refuses_is_not_reported_as_queued(broker, queued, un
     assert declared.message_count == 0
 
 
-@on({**BROKERS, **QUORUM, "redis-own": ("redis", "own")})
+@on({**QUORUM, "redis": ("redis", "own")})
 @pytest.mark.timeout(240)
 def test_a_broker_restart_during_a_burst_of_saves_moves_every_file_once(
     broker, workers, queued, unique
 ):
     """Two workers; three saves, the broker stops (by its PID) while a
     transfer runs, two saves while it is down, it starts again, three more
-    saves. The two saves made meanwhile were not reported queued. RabbitMQ
-    keeps the messages it confirmed, and the workers reconnect and move
-    those files; reconcile then sends exactly the two. Redis, without
-    persistence, loses what it held: reconcile sends those files too. Each
-    file is uploaded once."""
+    saves. The two saves made meanwhile were not reported queued. The
+    workers reconnect and move the files saved after the restart. Redis,
+    without persistence, loses the messages it held; the quorum queue keeps
+    those it confirmed, but drops one that a worker had fetched and handed
+    back when the connection broke (its x-delivery-limit is 1). Reconcile
+    sends the files saved while the broker was down and those whose message
+    was lost, and each file is uploaded once."""
     started = ready(
         [workers(wait=False, QS_TEST_UPLOAD_SECONDS=str(BURST_UPLOAD)) for _ in "ab"]
     )
@@ -363,23 +365,27 @@ def test_a_broker_restart_during_a_burst_of_saves_moves_every_file_once(
         broker["server"].start()
     after = [save(unique, f"after-{index}") for index in range(3)]
     assert queued == before + after
-    kept = before + after if broker["kind"] == "rabbitmq" else after
 
     def moved(names: list[str]) -> bool:
         return all(row(name).status == Status.TRANSFERRED for name in names)
 
-    wait_for(lambda: moved(kept), timeout=120, interval=0.5)
+    def settled(name: str) -> bool:
+        return row(name).status in (Status.TRANSFERRED, Status.PENDING)
+
+    wait_for(lambda: moved(after) and all(map(settled, before)), timeout=120,
+             interval=0.5)  # fmt: skip
     assert {row(name).status for name in down} == {Status.PENDING}
+    lost = {name for name in before if row(name).status == Status.PENDING}
     sent = operations.reconcile(timedelta(0), storage=lease_storage.reference)
-    lost = [name for name in before if row(name).status == Status.PENDING]
-    assert sorted(sent) == sorted(down + lost)
+    # A message of a lost file may still arrive: its copy steps aside.
+    assert set(down) <= set(sent) <= set(down) | lost
     wait_for(lambda: moved(before + after + down), timeout=60, interval=0.5)
     for name in before + after + down:
         assert (row(name).attempts, uploads(name)) == (1, {"start": 1, "done": 1})
     assert_alive(started)
 
 
-@on({**BROKERS, **QUORUM})
+@on({"redis": BROKERS["redis"], **QUORUM})
 @pytest.mark.timeout(120)
 def test_retries_sent_with_a_countdown_through_an_outage_move_the_file_once(
     broker, workers, unique
