@@ -327,6 +327,14 @@ def test_per_host_transfer_queues_are_the_ones_checked(celery_conf):
     )  # fmt: skip
 
 
+@override_settings(QUEUED_STORAGE_QUEUE="uploads")
+def test_transfer_queues_given_as_a_mapping_are_checked_too(celery_conf):
+    rabbitmq_queue(celery_conf)
+    arguments = {"x-queue-type": "quorum", "x-delivery-limit": 1}
+    celery_conf(task_queues={"uploads": {"queue_arguments": arguments}})
+    assert broker_ids() == ["queued_storage.W025", "queued_storage.W026"]
+
+
 @override_settings(
     QUEUED_STORAGE_QUEUE="uploads", QUEUED_STORAGE_RETRY_COUNTDOWN_MAX=300
 )
