@@ -316,8 +316,9 @@ def test_a_save_while_rabbitmq_is_down_is_recovered_by_reconcile(
 @pytest.mark.timeout(60)
 def test_a_publish_rabbitmq_refuses_is_not_reported_as_queued(broker, queued, unique):
     """A queue that is full refuses new messages (``reject-publish``): with
-    the documented ``confirm_publish`` RabbitMQ's refusal reaches save(),
-    which leaves the file pending for reconcile; without it the refused
+    the documented ``confirm_publish`` RabbitMQ's refusal reaches save() and
+    the dispatcher, which leave the file pending for reconcile or in the
+    outbox; without it the refused
     message is taken as sent, and the file waits with nothing in the queue."""
     from kombu import Queue
 
@@ -329,6 +330,12 @@ def test_a_publish_rabbitmq_refuses_is_not_reported_as_queued(broker, queued, un
     )
     name = save(unique, "refused")
     assert (row(name).status, queued) == (Status.PENDING, [])
+    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+        held = save(unique, "outbox")
+        assert row(held).outbox
+        # The dispatcher's publish is refused too: the row stays in the outbox.
+        assert dispatch.dispatch(storage=lease_storage.reference) == []
+    assert (row(held).status, row(held).outbox, queued) == (Status.PENDING, True, [])
     with publishing_to({"broker_transport_options": {}}):
         lost = save(unique, "unconfirmed")
     assert queued == [lost]  # Reported queued, and yet:
