@@ -6,7 +6,8 @@ channel (RabbitMQ: ``consumer_timeout``, 30 minutes unless the node is told
 otherwise). Transfers acknowledge their message when they start, so an upload
 may take any time; what still waits unacknowledged is a retry sent with a
 countdown and a message prefetched behind a busy worker. These checks flag
-the settings under which those cannot work.
+the settings under which those cannot work, and the RabbitMQ queue arguments
+of the transfer queues (``task_queues``) that drop or cut messages.
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ def check_broker_windows(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
     elif kind == "amqp":
-        window = RABBITMQ_DEFAULT_CONSUMER_TIMEOUT
+        queues = transfer_queues(conf)
+        window, window_name = _consumer_timeout(queues)
         if countdown is not None and countdown >= window:
-            found.append(_countdown_warning("consumer_timeout", window, countdown))
+            found.append(_countdown_warning(window_name, window, countdown))
+        found.extend(_quorum_warnings(queues))
         if not options.get("confirm_publish"):
             found.append(
                 Warning(
@@ -101,6 +104,91 @@ def check_broker_windows(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="queued_storage.W024",
             )
         )
+    return found
+
+
+def transfer_queues(conf: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Return the transfer queues of the Celery app as (name, arguments) pairs.
+
+    The queues are those of ``task_queues`` that transfers go to
+    (:setting:`QUEUED_STORAGE_QUEUE`, the per-host queues, or the app's
+    default queue), with their RabbitMQ arguments; a transfer queue that
+    ``task_queues`` does not declare is declared as Celery's default queue
+    type says.
+    """
+    name = settings.QUEUED_STORAGE_QUEUE or conf.task_default_queue or "celery"
+    per_host = bool(settings.QUEUED_STORAGE_PER_HOST_QUEUE)
+    prefix = f"{settings.QUEUED_STORAGE_QUEUE or 'queued_storage'}."
+
+    def ours(queue_name: str) -> bool:
+        return queue_name.startswith(prefix) if per_host else queue_name == name
+
+    declared: list[tuple[str, dict[str, Any]]] = []
+    queues = conf.task_queues or []
+    items = queues.items() if isinstance(queues, dict) else [(None, q) for q in queues]
+    for key, queue in items:
+        if isinstance(queue, dict):
+            queue_name, arguments = key, queue.get("queue_arguments")
+        else:
+            queue_name = getattr(queue, "name", key)
+            arguments = getattr(queue, "queue_arguments", None)
+        if isinstance(queue_name, str) and ours(queue_name):
+            declared.append((queue_name, dict(arguments or {})))
+    if not declared and not per_host:
+        default: dict[str, Any] = {}
+        if conf.get("task_default_queue_type") == "quorum":
+            default = {"x-queue-type": "quorum"}
+        declared.append((name, default))
+    return declared
+
+
+def _consumer_timeout(queues: list[tuple[str, dict[str, Any]]]) -> tuple[float, str]:
+    """Return the shortest ``consumer_timeout`` the transfer queues are known
+    to have, in seconds, and how to name it."""
+    known = [
+        (float(args["x-consumer-timeout"]) / 1000, name)
+        for name, args in queues
+        if _seconds(args.get("x-consumer-timeout")) is not None
+    ]
+    if not known:
+        return RABBITMQ_DEFAULT_CONSUMER_TIMEOUT, "consumer_timeout"
+    seconds, name = min(known)
+    return seconds, f"x-consumer-timeout of queue {name!r}"
+
+
+def _quorum_warnings(queues: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    """Flag quorum transfer queues that drop a message before the retries of
+    its file have run out, or that drop one without dead-lettering it."""
+    found: list[Any] = []
+    attempts = settings.QUEUED_STORAGE_RETRIES
+    for name, args in queues:
+        if args.get("x-queue-type") != "quorum":
+            continue
+        limit = _seconds(args.get("x-delivery-limit"))
+        if limit is not None and isinstance(attempts, int) and limit < attempts + 1:
+            found.append(
+                Warning(
+                    f"The quorum queue {name!r} drops a message after {limit:g} "
+                    f"deliveries (x-delivery-limit), fewer than the "
+                    f"{attempts + 1} attempts QUEUED_STORAGE_RETRIES allows a "
+                    "file: a message handed back by a worker that died or lost "
+                    "its channel is dropped, and its file waits for reconcile.",
+                    hint=f"Raise x-delivery-limit of {name!r} to "
+                    f"{attempts + 1} or more, or remove it.",
+                    id="queued_storage.W025",
+                )
+            )
+        if not args.get("x-dead-letter-exchange"):
+            found.append(
+                Warning(
+                    f"The quorum queue {name!r} has no dead-letter exchange: a "
+                    "message it drops at its delivery limit vanishes without a "
+                    "trace, and its file waits for reconcile.",
+                    hint=f"Give {name!r} an x-dead-letter-exchange argument in "
+                    "CELERY_TASK_QUEUES, and schedule the reconcile task.",
+                    id="queued_storage.W026",
+                )
+            )
     return found
 
 

@@ -12,8 +12,10 @@ before it, which renders as nothing::
 The markers: ``console`` (the ``$`` lines are run), ``append PATH`` and
 ``write PATH`` (the code is added to, or becomes, that file of the project),
 ``pycon`` (the session is run with doctest), ``output`` (the lines a
-command prints, compared part by part) and ``logging`` (a ``LOGGING``
-setting, applied).
+command prints, compared part by part), ``logging`` (a ``LOGGING``
+setting, applied) and ``broker KIND`` (the settings of the tested broker
+configuration for ``redis`` or ``rabbitmq``, which the broker tests' workers
+and publishers load).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,3 +89,26 @@ def commands(block: Block) -> list[str]:
     return [
         line[2:].strip() for line in block.text.splitlines() if line.startswith("$ ")
     ]
+
+
+def broker_settings(kind: str) -> dict[str, Any]:
+    """Return the settings of the tested *kind* broker configuration of
+    docs/deployment.rst (``redis`` or ``rabbitmq``), as the page prints them."""
+    (block,) = [
+        block
+        for block in blocks("docs/deployment.rst")
+        if (block.how, block.path) == ("broker", kind)
+    ]
+    namespace: dict[str, Any] = {}
+    code = compile(block.text, f"{block.page}:{block.line}", "exec")
+    exec(code, namespace)  # noqa: S102 - the project's own documentation
+    return {key: value for key, value in namespace.items() if key.isupper()}
+
+
+def celery_options(found: dict[str, Any]) -> dict[str, Any]:
+    """Return *found* ``CELERY_*`` settings as the Celery app's option names."""
+    return {
+        key.removeprefix("CELERY_").lower(): value
+        for key, value in found.items()
+        if key.startswith("CELERY_")
+    }

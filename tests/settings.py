@@ -149,16 +149,26 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 2,
     "socket_connect_timeout": 2,
 }
-if CELERY_BROKER_URL.startswith("amqp"):
-    # The tested RabbitMQ configuration of docs/deployment.rst.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
-    CELERY_BROKER_CHANNEL_ERROR_RETRY = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Transfers acknowledge late: on a lost broker connection, give them back at
 # once rather than finish work that can no longer be acknowledged.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+if ENV("QS_TEST_BROKER_CONFIG"):
+    # Worker processes of the broker tests run docs/deployment.rst's tested
+    # configuration of their broker as printed, in place of the suite's, with
+    # the test's broker URL and, for Redis, its window.
+    from tests.docs_blocks import broker_settings
+
+    del CELERY_BROKER_TRANSPORT_OPTIONS, CELERY_WORKER_PREFETCH_MULTIPLIER
+    del CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS
+    _documented = broker_settings(ENV("QS_TEST_BROKER_CONFIG", ""))
+    _documented["CELERY_BROKER_URL"] = CELERY_BROKER_URL
+    if ENV("QS_TEST_VISIBILITY_TIMEOUT"):
+        _window = int(ENV("QS_TEST_VISIBILITY_TIMEOUT", ""))
+        _documented["CELERY_BROKER_TRANSPORT_OPTIONS"]["visibility_timeout"] = _window
+    globals().update(_documented)
 
 AWS_S3_ENDPOINT_URL = ENV("QS_TEST_S3_ENDPOINT", "http://127.0.0.1:5000")
 AWS_ACCESS_KEY_ID = "testing"

@@ -266,6 +266,100 @@ def test_rabbitmq_without_confirms_or_channel_retry_is_flagged(celery_conf):
         assert broker_ids() == ["queued_storage.W020"]
 
 
+def rabbitmq_queue(celery_conf, **arguments):
+    """Make the app's transfer queue a RabbitMQ queue with *arguments*."""
+    from kombu import Queue
+
+    celery_conf(
+        broker_url="amqp://guest:guest@rabbit.internal//",
+        broker_transport_options={"confirm_publish": True},
+        broker_channel_error_retry=True,
+        task_queues=[
+            Queue("other", queue_arguments={"x-queue-type": "quorum"}),
+            Queue("uploads", queue_arguments=arguments),
+        ],
+    )
+
+
+@override_settings(QUEUED_STORAGE_QUEUE="uploads", QUEUED_STORAGE_RETRIES=5)
+def test_a_quorum_delivery_limit_below_the_attempts_of_a_file_is_flagged(
+    celery_conf,
+):
+    dead_letters = {"x-queue-type": "quorum", "x-dead-letter-exchange": "dlx"}
+    rabbitmq_queue(celery_conf, **dead_letters, **{"x-delivery-limit": 5})
+    (warning,) = broker_checks_found()
+    assert warning.id == "queued_storage.W025"
+    assert "'uploads'" in warning.msg and "6 attempts" in warning.msg
+    rabbitmq_queue(celery_conf, **dead_letters, **{"x-delivery-limit": 6})
+    assert broker_ids() == []
+    rabbitmq_queue(celery_conf, **dead_letters)
+    assert broker_ids() == []
+
+
+@override_settings(QUEUED_STORAGE_QUEUE="uploads")
+def test_a_quorum_transfer_queue_without_dead_lettering_is_flagged(celery_conf):
+    rabbitmq_queue(celery_conf, **{"x-queue-type": "quorum"})
+    (warning,) = broker_checks_found()
+    assert (warning.id, "'uploads'" in warning.msg) == ("queued_storage.W026", True)
+    rabbitmq_queue(celery_conf)  # A classic queue drops nothing.
+    assert broker_ids() == []
+    # The queue the app declares by default, when task_queues has none.
+    celery_conf(task_queues=None, task_default_queue_type="quorum")
+    assert broker_ids() == ["queued_storage.W026"]
+    celery_conf(task_default_queue_type="classic")
+    assert broker_ids() == []
+
+
+@override_settings(QUEUED_STORAGE_PER_HOST_QUEUE=True, QUEUED_STORAGE_QUEUE="uploads")
+def test_per_host_transfer_queues_are_the_ones_checked(celery_conf):
+    from kombu import Queue
+
+    rabbitmq_queue(celery_conf)
+    celery_conf(
+        task_queues=[
+            Queue("uploads", queue_arguments={"x-queue-type": "quorum"}),
+            Queue("uploads.web-1", queue_arguments={"x-queue-type": "quorum"}),
+        ]
+    )
+    (warning,) = broker_checks_found()
+    assert (warning.id, "'uploads.web-1'" in warning.msg) == (
+        "queued_storage.W026", True,
+    )  # fmt: skip
+
+
+@override_settings(QUEUED_STORAGE_QUEUE="uploads")
+def test_transfer_queues_given_as_a_mapping_are_checked_too(celery_conf):
+    rabbitmq_queue(celery_conf)
+    arguments = {"x-queue-type": "quorum", "x-delivery-limit": 1}
+    celery_conf(task_queues={"uploads": {"queue_arguments": arguments}})
+    assert broker_ids() == ["queued_storage.W025", "queued_storage.W026"]
+
+
+@override_settings(
+    QUEUED_STORAGE_QUEUE="uploads", QUEUED_STORAGE_RETRY_COUNTDOWN_MAX=300
+)
+def test_a_transfer_queue_consumer_timeout_is_the_window_retries_must_fit(
+    celery_conf,
+):
+    """A queue's own x-consumer-timeout (milliseconds) replaces RabbitMQ's
+    default of 30 minutes in the countdown check."""
+    rabbitmq_queue(celery_conf)
+    assert broker_ids() == []
+    rabbitmq_queue(celery_conf, **{"x-consumer-timeout": 120_000})
+    (warning,) = broker_checks_found()
+    assert warning.id == "queued_storage.W020"
+    assert "x-consumer-timeout of queue 'uploads'" in warning.msg
+    assert "(120.0 s)" in warning.msg
+    rabbitmq_queue(celery_conf, **{"x-consumer-timeout": 600_000})
+    assert broker_ids() == []
+
+
+def broker_checks_found():
+    from queued_storage import broker_checks
+
+    return broker_checks.check_broker_windows()
+
+
 def test_prefetching_more_than_one_message_per_process_is_flagged(celery_conf):
     celery_conf(worker_prefetch_multiplier=4)
     assert broker_ids() == ["queued_storage.W024"]
@@ -316,3 +410,27 @@ def test_remote_workers_warning_passes_over_a_storage_that_cannot_be_built(celer
 def test_ledger_check_skips_a_database_it_was_not_asked_about():
     assert checks.check_ledger(databases=["other"]) == []
     assert checks.check_ledger(databases=None) == []
+
+
+def test_the_deployment_page_quorum_queue_passes_the_broker_checks(celery_conf):
+    """The quorum queue the deployment page shows is a transfer queue with a
+    delivery limit above the default attempts and a dead-letter exchange."""
+    from tests.docs_blocks import blocks
+
+    (block,) = [
+        block
+        for block in blocks("docs/deployment.rst")
+        if "CELERY_TASK_QUEUES" in block.text
+    ]
+    namespace: dict = {}
+    exec(block.text, namespace)  # noqa: S102 - the project's own documentation
+    rabbitmq_queue(celery_conf)
+    celery_conf(task_queues=namespace["CELERY_TASK_QUEUES"])
+    with override_settings(QUEUED_STORAGE_QUEUE=namespace["QUEUED_STORAGE_QUEUE"]):
+        assert broker_ids() == []
+        celery_conf(task_queues=[])  # Not declared: a classic queue.
+        assert broker_ids() == []
+        (queue,) = namespace["CELERY_TASK_QUEUES"]
+        queue.queue_arguments.pop("x-dead-letter-exchange")
+        celery_conf(task_queues=[queue])
+        assert broker_ids() == ["queued_storage.W026"]

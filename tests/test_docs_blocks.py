@@ -136,3 +136,56 @@ def test_pages_agree_on_the_state_cache() -> None:
     options = [cache["queued_storage"]["OPTIONS"] for cache in caches]
     assert options[0] == options[1]
     assert options[0]["serializer"] == "queued_storage.serializers.JSONSerializer"
+
+
+BROKER_PROBE = textwrap.dedent(
+    """
+    import json
+    import django
+    from django.conf import settings
+
+    django.setup()
+    from tests.celery_app import app
+    from queued_storage import broker_checks
+
+    print(json.dumps({
+        "settings": {k: getattr(settings, k) for k in dir(settings)
+                     if k.startswith("CELERY_")},
+        "transport": app.conf.broker_transport_options,
+        "url": app.conf.broker_url,
+        "checks": [m.id for m in broker_checks.check_broker_windows()],
+    }))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "url"),
+    [("redis", "redis://127.0.0.1:1/0"), ("rabbitmq", "amqp://g:g@127.0.0.1:1//")],
+)
+def test_broker_test_workers_load_the_deployment_page_configuration(kind, url):
+    """The settings of a broker test's workers are the deployment page's
+    block for that broker as printed, none of the suite's own, with the
+    test's broker URL; the block passes the broker checks."""
+    import json
+    import os
+
+    from tests.docs_blocks import broker_settings
+
+    documented = broker_settings(kind)
+    assert documented["CELERY_WORKER_PREFETCH_MULTIPLIER"] == 1
+    env = {key: value for key, value in os.environ.items() if not key.startswith("QS_")}
+    env.update(QS_TEST_BROKER_CONFIG=kind, QS_TEST_BROKER_URL=url)
+    done = subprocess.run(
+        [sys.executable, "-c", BROKER_PROBE],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert (found["url"], found["checks"]) == (url, [])
+    loaded = found["settings"]
+    for key, value in documented.items():
+        assert loaded[key] == (url if key == "CELERY_BROKER_URL" else value), key
+    assert found["transport"] == documented["CELERY_BROKER_TRANSPORT_OPTIONS"]
+    # Worker settings of the suite that the page does not give are gone.
+    assert "CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS" not in loaded
