@@ -152,8 +152,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# Transfers acknowledge late: on a lost broker connection, give them back at
-# once rather than finish work that can no longer be acknowledged.
+# As docs/deployment.rst advises: on a lost broker connection, a task that
+# acknowledges late is given back at once rather than finished unacknowledged
+# (transfers acknowledge early, once their lease is held).
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 if ENV("QS_TEST_BROKER_CONFIG"):
     # Worker processes of the broker tests run docs/deployment.rst's tested
