@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,8 @@ def upload(bench: Bench, mode: str, path: Path) -> dict[str, Any]:
         raise RuntimeError(f"{mode} failed:\n{done.stderr[-3000:]}")
     remote, client = bench.remote, bench.s3_client()
     for name in (path.name, f"warm-{path.name}"):
-        client.delete_object(Bucket=remote.bucket_name, Key=remote._normalize_name(name))
+        key = remote._normalize_name(name)
+        client.delete_object(Bucket=remote.bucket_name, Key=key)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 

@@ -32,9 +32,12 @@ def _loop(
     """Put every ``(key, path)`` of *jobs*; the body is *data*, or the file."""
     import boto3
 
+    from tests.services import base
+
     client = boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "s3", endpoint_url=endpoint, region_name=base.AWS_REGION,
+        aws_access_key_id=base.AWS_ACCESS_KEY_ID,
+        aws_secret_access_key=base.AWS_SECRET_ACCESS_KEY,
     )  # fmt: skip
     client.put_object(Bucket=bucket, Key=f"warm-up/{os.getpid()}", Body=b"w")
     ready.put(os.getpid())
@@ -62,8 +65,15 @@ def put_loops(
     loops = [
         context.Process(
             target=_loop,
-            args=(bench.s3.endpoint_url, bench.remote.bucket_name, share, data,
-                  ready, go, results),
+            args=(
+                bench.s3.endpoint_url,
+                bench.remote.bucket_name,
+                share,
+                data,
+                ready,
+                go,
+                results,
+            ),
             daemon=True,
         )  # fmt: skip
         for share in shares

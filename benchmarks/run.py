@@ -74,13 +74,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def section(name: str) -> Any:
-    from benchmarks import (
-        bulk_import, large_files, memory, read_path, save_path, scaling, worker,
-    )  # fmt: skip
+    from benchmarks import bulk_import as bulk
+    from benchmarks import large_files as large
+    from benchmarks import memory, read_path, save_path, scaling, worker
 
     modules = {"save": save_path, "read": read_path, "worker": worker,
-               "memory": memory, "scaling": scaling, "large": large_files,
-               "bulk": bulk_import}  # fmt: skip
+               "memory": memory, "scaling": scaling, "large": large,
+               "bulk": bulk}  # fmt: skip
     return modules[name].run
 
 
