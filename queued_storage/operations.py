@@ -326,8 +326,9 @@ def bulk_import(
     files wait for a thread, so memory does not grow with the number of
     files; symbolic links, special files and names the storage refuses are
     left out and counted in the report's ``refused``. *progress*, when
-    given, is called for each file with its number and the number of local
-    files (counted first).
+    given, is called as each file is done with (moved, failed or found
+    already remote) with its number and the number of local files (counted
+    first).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency!r}.")
@@ -338,7 +339,18 @@ def bulk_import(
             queued.local, validate=queued.validate_name, skipped=report.refuse
         )
 
+    total = sum(1 for _ in tree.walk(queued.local)) if progress else 0
+    if limit is not None:
+        total = min(total, limit)
+    index = [0]
+
+    def advance(name: str) -> None:
+        index[0] += 1
+        if progress:
+            progress(index[0], max(total, index[0]), name)
+
     def tell(name: str, problem: str | None) -> None:
+        advance(name)
         if problem is not None:
             report.fail(name, problem)
             return
@@ -346,11 +358,8 @@ def bulk_import(
         if found:
             found(name)
 
-    total = sum(1 for _ in tree.walk(queued.local)) if progress else 0
-    if limit is not None:
-        total = min(total, limit)
     started = time.monotonic()
-    index = handled = 0
+    handled = 0
     with _Movers(queued, concurrency if not dry_run else 0, tell) as movers:
         for batch in batched(files()):
             states = queued.state.get_many(batch)
@@ -359,10 +368,8 @@ def bulk_import(
                 remote = state is not None and state.is_remote
                 if not remote and limit is not None and handled >= limit:
                     return report
-                index += 1
-                if progress:
-                    progress(index, max(total, index), name)
                 if remote:
+                    advance(name)
                     report.skipped += 1
                     continue
                 handled += 1
