@@ -156,7 +156,9 @@ class S3Object:
                             future.result()  # Stop at the first error.
                             free.append(held.pop(future))
                     if length < part_size:
-                        buffer = bytearray(length)  # The last, shorter part.
+                        # The last, shorter part, in place of a whole buffer.
+                        del free[:1]
+                        buffer = bytearray(length)
                     else:
                         buffer = free.pop() if free else bytearray(part_size)
                     read_into(content, buffer)
