@@ -48,13 +48,18 @@ def save_pending(bench: Bench, prefix: str, count: int, data: bytes) -> dict[str
     return {name: state.version for name, state in states.items()}
 
 
-def transfer_all(bench: Bench, pending: dict[str, str]) -> float:
-    """Queue every file of *pending*; return the seconds until all are remote."""
+def transfer_all(
+    bench: Bench, pending: dict[str, str], limit: float | None = None
+) -> float:
+    """Queue every file of *pending*; return the seconds until all are remote.
+
+    Fail after *limit* seconds (by default a minute and half a second a file).
+    """
     from queued_storage.state import Status
 
     storage = bench.storage
     waiting = list(pending)
-    limit = 60.0 + 0.5 * len(waiting)
+    limit = limit or 60.0 + 0.5 * len(waiting)
     # The worker stops taking messages while they are sent, so that the time
     # is the worker's alone, not shared with this process sending them.
     paused = consuming(bench, False)
