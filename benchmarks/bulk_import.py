@@ -68,7 +68,7 @@ def import_all(concurrency: int) -> dict[str, Any]:
 def run(bench: Bench) -> dict[str, Any]:
     from queued_storage.operations import IMPORT_CONCURRENCY
 
-    count = bench.pick(1000, int(os.environ.get("QS_BENCH_BULK_FILES", "100000")))
+    count = bench.pick(300, int(os.environ.get("QS_BENCH_BULK_FILES", "100000")))
     root = bench.work / "bulk"
     names = write_files(root, count)
     jobs: list[tuple[str, str | None]] = [

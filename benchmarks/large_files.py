@@ -193,8 +193,8 @@ def many_at_once(bench: Bench, count: int, size: int) -> dict[str, Any]:
 
 
 def run(bench: Bench) -> dict[str, Any]:
-    size = bench.pick(32 * MIB, GIB)
+    size = bench.pick(16 * MIB, GIB)
     rounds = bench.pick(1, 3)
     single = one_file(bench, size, rounds)
-    many = many_at_once(bench, bench.pick(4, 8), bench.pick(32 * MIB, 256 * MIB))
+    many = many_at_once(bench, bench.pick(2, 8), bench.pick(16 * MIB, 256 * MIB))
     return {**single, "many_at_once": many}
