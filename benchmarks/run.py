@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("save", "read", "worker", "memory", "scaling")
+SECTIONS = ("save", "read", "worker", "memory", "scaling", "large", "bulk")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -74,10 +74,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def section(name: str) -> Any:
+    from benchmarks import bulk_import as bulk
+    from benchmarks import large_files as large
     from benchmarks import memory, read_path, save_path, scaling, worker
 
     modules = {"save": save_path, "read": read_path, "worker": worker,
-               "memory": memory, "scaling": scaling}  # fmt: skip
+               "memory": memory, "scaling": scaling, "large": large,
+               "bulk": bulk}  # fmt: skip
     return modules[name].run
 
 

@@ -88,6 +88,15 @@ STORAGES = {
             "remote": "remote_s3",
         },
     },
+    # The storage of the import benchmark, with a local folder of its own.
+    "bulk": {
+        "BACKEND": "queued_storage.backends.QueuedStorage",
+        "OPTIONS": {
+            "local": "django.core.files.storage.FileSystemStorage",
+            "local_options": {"location": os.path.join(WORK, "bulk")},
+            "remote": "remote_s3",
+        },
+    },
 }
 
 LOGGING = {

@@ -7,7 +7,9 @@ the admin actions and the periodic task.
 from __future__ import annotations
 
 import logging
+import queue
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -267,6 +269,9 @@ def verify(queued: QueuedStorageBase, names: list[str] | None = None) -> list[Mi
     return problems
 
 
+#: How many files ``manage.py queued_storage import`` moves at once by default.
+IMPORT_CONCURRENCY = 4
+
 #: The most failed and left-out names an import report keeps (with their
 #: reasons); beyond it, only the counts grow.
 REPORT_LIMIT = 1000
@@ -308,19 +313,25 @@ def bulk_import(
     limit: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     found: Callable[[str], None] | None = None,
+    concurrency: int = 1,
 ) -> ImportReport:
     """Move every file of *queued*'s local storage that is not yet remote.
 
-    Files are transferred by this process, one by one, and recorded as they
-    go, so an interrupted import resumes where it stopped. *rate* caps the
-    files per second; *limit* the number of files handled in this run.
-    *found* is called with each file that is (or, in a dry run, would be)
-    moved. The local tree is walked lazily and looked up a batch at a time,
-    so memory does not grow with the number of files; symbolic links,
-    special files and names the storage refuses are left out and counted
-    in the report's ``refused``. *progress*, when given, is called for each
-    file with its number and the number of local files (counted first).
+    Files are transferred by this process, by *concurrency* threads at once,
+    and each is recorded as soon as it is moved, so an interrupted import
+    resumes where it stopped. *rate* caps the files per second; *limit* the
+    number of files handled in this run. *found* is called with each file
+    that is (or, in a dry run, would be) moved. The local tree is walked
+    lazily and looked up a batch at a time, and at most twice *concurrency*
+    files wait for a thread, so memory does not grow with the number of
+    files; symbolic links, special files and names the storage refuses are
+    left out and counted in the report's ``refused``. *progress*, when
+    given, is called as each file is done with (moved, failed or found
+    already remote) with its number and the number of local files (counted
+    first).
     """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, not {concurrency!r}.")
     report = ImportReport()
 
     def files() -> Iterator[str]:
@@ -331,40 +342,129 @@ def bulk_import(
     total = sum(1 for _ in tree.walk(queued.local)) if progress else 0
     if limit is not None:
         total = min(total, limit)
+    index = [0]
+
+    def advance(name: str) -> None:
+        index[0] += 1
+        if progress:
+            progress(index[0], max(total, index[0]), name)
+
+    def tell(name: str, problem: str | None) -> None:
+        advance(name)
+        if problem is not None:
+            report.fail(name, problem)
+            return
+        report.done += 1
+        if found:
+            found(name)
+
     started = time.monotonic()
-    index = handled = 0
-    for batch in batched(files()):
-        states = queued.state.get_many(batch)
-        for name in batch:
-            state = states[name]
-            remote = state is not None and state.is_remote
-            if not remote and limit is not None and handled >= limit:
-                return report
-            index += 1
-            if progress:
-                progress(index, max(total, index), name)
-            if remote:
-                report.skipped += 1
-                continue
-            handled += 1
-            if not dry_run:
+    handled = 0
+    with _Movers(queued, concurrency if not dry_run else 0, tell) as movers:
+        for batch in batched(files()):
+            states = queued.state.get_many(batch)
+            for name in batch:
+                state = states[name]
+                remote = state is not None and state.is_remote
+                if not remote and limit is not None and handled >= limit:
+                    return report
+                if remote:
+                    advance(name)
+                    report.skipped += 1
+                    continue
+                handled += 1
+                if dry_run:
+                    tell(name, None)
+                    continue
                 if rate:
                     delay = started + (handled - 1) / rate - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-                try:
-                    result = transfer_file(name, queued.local, queued.remote)
-                except Exception as exc:
-                    report.fail(name, queued.redact(f"{type(exc).__name__}: {exc}"))
-                    continue
-                done = FileState(Status.TRANSFERRED, secrets.token_hex(8), result.size)
-                if not _record_imported(queued, name, state, done):
-                    report.fail(name, _CHANGED)
-                    continue
-            report.done += 1
-            if found:
-                found(name)
+                movers.move(name, state)
     return report
+
+
+def _move(queued: QueuedStorageBase, name: str, state: FileState | None) -> str | None:
+    """Transfer and record *name*, read as *state*; return what went wrong."""
+    try:
+        result = transfer_file(name, queued.local, queued.remote)
+    except Exception as exc:
+        return queued.redact(f"{type(exc).__name__}: {exc}")
+    done = FileState(Status.TRANSFERRED, secrets.token_hex(8), result.size)
+    if not _record_imported(queued, name, state, done):
+        return _CHANGED
+    return None
+
+
+class _Movers:
+    """Threads that move the files given to :meth:`move`.
+
+    *tell* is called in the caller's thread with each name and its problem
+    (``None`` once moved), so that the report needs no lock. With no
+    threads, each file is moved at once in the caller's thread. Leaving the
+    ``with`` block waits for every file given, then closes the threads'
+    database connections.
+    """
+
+    def __init__(
+        self,
+        queued: QueuedStorageBase,
+        threads: int,
+        tell: Callable[[str, str | None], None],
+    ) -> None:
+        self.queued, self.threads, self.tell = queued, threads, tell
+        self.todo: queue.Queue[tuple[str, FileState | None] | None] = queue.Queue(
+            maxsize=2 * max(threads, 1)
+        )
+        self.outcomes: queue.SimpleQueue[tuple[str, str | None]] = queue.SimpleQueue()
+        self.running: list[threading.Thread] = []
+
+    def __enter__(self) -> _Movers:
+        if self.threads > 1:
+            for number in range(self.threads):
+                thread = threading.Thread(
+                    target=self._work, name=f"queued-storage-import-{number}",
+                    daemon=True,
+                )  # fmt: skip
+                thread.start()
+                self.running.append(thread)
+        return self
+
+    def _work(self) -> None:
+        from django.db import connections
+
+        try:
+            while (item := self.todo.get()) is not None:
+                name, state = item
+                try:
+                    problem = _move(self.queued, name, state)
+                except BaseException as exc:  # Told, never lost with the thread.
+                    problem = self.queued.redact(f"{type(exc).__name__}: {exc}")
+                self.outcomes.put((name, problem))
+        finally:
+            connections.close_all()
+
+    def move(self, name: str, state: FileState | None) -> None:
+        if not self.running:
+            self.tell(name, _move(self.queued, name, state))
+            return
+        self.todo.put((name, state))
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                name, problem = self.outcomes.get_nowait()
+            except queue.Empty:
+                return
+            self.tell(name, problem)
+
+    def __exit__(self, *exc: object) -> None:
+        for _ in self.running:
+            self.todo.put(None)
+        for thread in self.running:
+            thread.join()
+        self._drain()
 
 
 _CHANGED = (

@@ -7,8 +7,9 @@ parts in memory. Here a file up to the storage's multipart threshold is one
 ``PutObject`` with ``If-None-Match: *``, which S3 refuses with 412 when the
 key exists (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html),
 so nothing is ever overwritten unasked. A larger file is uploaded part by
-part, with at most 32 MiB of parts in memory and in flight, after a
-``HEAD``, and completed with the same condition. Every request carries the
+part, after a ``HEAD``, and completed with the same condition: parts are
+read into at most six reused buffers (48 MiB), hashed and uploaded by as
+many threads at once. Every request carries the
 MD5 of its body, so S3 refuses a damaged one, and the returned ETag is
 checked against the MD5 of what was read; where the ETag is no MD5 (KMS or
 customer keys), the size is checked.
@@ -43,8 +44,9 @@ from .transfer import (
     verify_size,
 )
 
-#: The most bytes of parts read ahead and in flight at once.
-IN_FLIGHT = 32 * MIB
+#: The most bytes of parts in memory and in flight at once: six parts of
+#: boto3's default 8 MiB, in buffers reused from part to part.
+IN_FLIGHT = 48 * MIB
 #: Parameters that reading, uploading a part and completing also need.
 KEY_PARAMETERS = (
     "SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5",
@@ -120,8 +122,10 @@ class S3Object:
     ) -> str:
         """Upload *size* bytes of *content* in parts; return the object's ETag.
 
-        At most *workers* parts are read ahead and in flight at once. The MD5
-        of each part is appended to *digests*.
+        This thread reads each part into one of *workers* buffers, reused from
+        part to part, so that no more than *workers* parts are in memory; a
+        pool thread hashes it (``hashlib`` lets other threads run meanwhile)
+        and uploads it. The MD5 of part ``n`` is stored in ``digests[n - 1]``.
         """
         # As boto3's transfer manager does: S3 checks each part's CRC32, and
         # a server that keeps per-part checksums need not compute them again.
@@ -131,6 +135,8 @@ class S3Object:
             checksum = {"ChecksumAlgorithm": self.params["ChecksumAlgorithm"]}
         elif getattr(config, "request_checksum_calculation", "") == "when_supported":
             checksum = {"ChecksumAlgorithm": "CRC32"}
+        count = -(-size // part_size)
+        digests[:] = [b""] * count
         upload = self.client.create_multipart_upload(
             Bucket=self.bucket, Key=self.key, **{**self.params, **checksum}
         )
@@ -138,25 +144,29 @@ class S3Object:
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 sent: list[Future[dict[str, Any]]] = []
-                pending: set[Future[dict[str, Any]]] = set()
-                done = 0
-                while done < size:
-                    if len(pending) >= workers:
+                # The buffer of each part in flight, and those free again.
+                held: dict[Future[dict[str, Any]], bytearray] = {}
+                free: list[bytearray] = []
+                for number in range(1, count + 1):
+                    length = min(part_size, size - (number - 1) * part_size)
+                    if not free and len(held) >= workers:
                         # Read no further until a part is out of memory.
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        finished, _ = wait(held, return_when=FIRST_COMPLETED)
                         for future in finished:
                             future.result()  # Stop at the first error.
-                    body = read_exactly(content, min(part_size, size - done))
-                    done += len(body)
-                    digests.append(hashlib.md5(body, usedforsecurity=False).digest())
-                    number = len(sent) + 1
-                    sent.append(
-                        pool.submit(
-                            self.part, where, number, body, digests[-1], checksum
-                        )
+                            free.append(held.pop(future))
+                    if length < part_size:
+                        # The last, shorter part, in place of a whole buffer.
+                        del free[:1]
+                        buffer = bytearray(length)
+                    else:
+                        buffer = free.pop() if free else bytearray(part_size)
+                    read_into(content, buffer)
+                    future = pool.submit(
+                        self.part, where, number, buffer, digests, checksum
                     )
-                    pending.add(sent[-1])
-                    del body
+                    sent.append(future)
+                    held[future] = buffer
                 ensure_end(content)
                 parts = [future.result() for future in sent]
             response = self.client.complete_multipart_upload(
@@ -175,11 +185,16 @@ class S3Object:
         self,
         where: dict[str, Any],
         number: int,
-        body: bytes | bytearray,
-        digest: bytes,
+        body: bytearray,
+        digests: list[bytes],
         checksum: dict[str, str],
     ) -> dict[str, Any]:
-        """Upload part *number* of the upload *where*; return what completes it."""
+        """Hash and upload part *number* of the upload *where*.
+
+        Store its MD5 in *digests* and return what completes the upload.
+        """
+        digest = hashlib.md5(body, usedforsecurity=False).digest()
+        digests[number - 1] = digest
         response = self.client.upload_part(
             **where, PartNumber=number, Body=body,
             ContentMD5=base64.b64encode(digest).decode(), **checksum, **self.key_params,
@@ -190,6 +205,28 @@ class S3Object:
             if member in response:
                 done[member] = response[member]
         return done
+
+
+def read_into(content: Any, buffer: bytearray) -> None:
+    """Fill *buffer* from *content*, with ``readinto`` where the file has it."""
+    view, got, size = memoryview(buffer), 0, len(buffer)
+    readinto = getattr(content, "readinto", None)
+    try:
+        while got < size:
+            if readinto is not None:
+                chunk = readinto(view[got : got + READ_SIZE]) or 0
+            else:
+                data = content.read(min(READ_SIZE, size - got))
+                view[got : got + len(data)] = data
+                chunk = len(data)
+            if not chunk:
+                raise VerificationFailed(
+                    f"The local copy ended after {got} of {size} bytes of a part "
+                    "while it was read; it is being written to."
+                )
+            got += chunk
+    finally:
+        view.release()
 
 
 def read_exactly(content: Any, size: int) -> bytes | bytearray:

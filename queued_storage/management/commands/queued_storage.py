@@ -116,6 +116,12 @@ class Command(BaseCommand):
             "--rate", type=float, help="At most this many files a second."
         )
         bulk.add_argument("--limit", type=int, help="At most this many files this run.")
+        bulk.add_argument(
+            "--concurrency", type=int, default=operations.IMPORT_CONCURRENCY,
+            metavar="N",
+            help="Files moved at once, by as many threads (default: "
+            f"{operations.IMPORT_CONCURRENCY}).",
+        )  # fmt: skip
         bulk.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -348,6 +354,10 @@ class Command(BaseCommand):
                 "Name the storage to import with --storage; known: "
                 + ", ".join(sorted(operations.known_storages()))
             )
+        if options["concurrency"] < 1:
+            raise CommandError(
+                f"--concurrency must be at least 1, not {options['concurrency']}."
+            )
         show = not options["no_progress"] and sys.stderr.isatty()
         dry_run = options["dry_run"]
         listing = dry_run and not options["json"] and not show
@@ -362,6 +372,7 @@ class Command(BaseCommand):
             limit=options["limit"],
             progress=self.progress_bar if show else None,
             found=found if listing else None,
+            concurrency=options["concurrency"],
         )
         if show:
             sys.stderr.write("\n")
