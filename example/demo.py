@@ -2,10 +2,15 @@
 """Walk through the example site as a visitor would, with the standard library.
 
 Upload a picture through the site's form, fetch it from the local storage,
-wait for the Celery worker to move it, then fetch it from the remote storage.
-Exit with status 0 when every step worked, 1 otherwise.
+wait for the worker (Celery's or the task framework's) to move it, then fetch
+it from the remote storage. With ``--sweep``, run on the machine that serves
+the site, also run ``manage.py queued_storage sweep`` until the local copy,
+older than the storage's retention, is removed, and check that the file is
+still served from the remote storage. Exit with status 0 when every step
+worked, 1 otherwise.
 
     python demo.py http://127.0.0.1:8000/
+    python demo.py --sweep http://127.0.0.1:8000/
 """
 
 import argparse
@@ -13,6 +18,7 @@ import http.cookiejar
 import json
 import re
 import struct
+import subprocess
 import sys
 import time
 import urllib.error
@@ -20,7 +26,10 @@ import urllib.parse
 import urllib.request
 import uuid
 import zlib
+from pathlib import Path
 from typing import Any
+
+MANAGE = Path(__file__).resolve().parent / "manage.py"
 
 
 class DemoError(Exception):
@@ -140,8 +149,11 @@ class Site:
         raise DemoError(f"upload #{upload_id} is missing from api/uploads/")
 
 
+STEPS = 4
+
+
 def step(number: int, text: str) -> None:
-    print(f"[{number}/4] {text}", flush=True)
+    print(f"[{number}/{STEPS}] {text}", flush=True)
 
 
 def detail(text: str) -> None:
@@ -160,7 +172,65 @@ def fetch_and_compare(site: Site, upload: dict[str, Any], expected: bytes) -> No
     detail(f"fetched {len(content)} bytes, identical to the uploaded file")
 
 
-def run(base_url: str, timeout: float) -> None:
+def manage(*args: str) -> str:
+    """Run ``manage.py`` of the example with *args*; return what it printed."""
+    done = subprocess.run(  # noqa: S603 (this interpreter, fixed arguments)
+        [sys.executable, str(MANAGE), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise DemoError(f"manage.py {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout
+
+
+def is_gone(site: Site, url: str) -> bool:
+    """Return whether *url* answers 404 Not Found."""
+    try:
+        site.get(url)
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return True
+        raise
+    return False
+
+
+def sweep(
+    site: Site, local_url: str, upload: dict[str, Any], content: bytes, timeout: float
+) -> None:
+    """Sweep until the local copy of *upload* is removed; it stays served."""
+    step(5, "The sweep removes the local copy once the retention has passed:")
+    for line in manage("queued_storage", "status").splitlines():
+        if "held locally" in line:
+            detail(f"status: {line.strip()}")
+    started = time.monotonic()
+    while True:
+        report = [
+            line.strip()
+            for line in manage("queued_storage", "sweep").splitlines()
+            if "removed" in line and "removed 0 " not in line
+        ]
+        if report:
+            for line in report:
+                detail(f"sweep: {line}")
+            break
+        if time.monotonic() - started > timeout:
+            raise DemoError(
+                f"the sweep removed no local copy in {timeout:.0f} s; is "
+                "local_retention set on the storage?"
+            )
+        time.sleep(0.5)
+    if not is_gone(site, local_url):
+        raise DemoError(f"the local copy at {local_url} is still served")
+    detail(f"{site.url(local_url)} is gone (404): the local copy was removed")
+    fetch_and_compare(site, upload, content)
+
+
+def run(base_url: str, timeout: float, with_sweep: bool = False) -> None:
+    global STEPS
+    STEPS = 5 if with_sweep else 4
     site = Site(base_url)
     site.wait_until_up(timeout=30)
 
@@ -181,7 +251,7 @@ def run(base_url: str, timeout: float) -> None:
     local_url = upload["url"]
     fetch_and_compare(site, upload, content)
 
-    step(3, "Waiting for the Celery worker to move it to the remote storage...")
+    step(3, "Waiting for the worker to move it to the remote storage...")
     started = time.monotonic()
     statuses = [upload["status"]]
     while upload["status"] != "transferred":
@@ -190,7 +260,7 @@ def run(base_url: str, timeout: float) -> None:
         if time.monotonic() - started > timeout:
             raise DemoError(
                 f"still {upload['status']!r} after {timeout:.0f} s; "
-                "is the Celery worker running?"
+                "is the worker running?"
             )
         time.sleep(0.2)
         upload = site.describe(upload_id)
@@ -205,9 +275,12 @@ def run(base_url: str, timeout: float) -> None:
             f"({upload['served_from']})"
         )
     fetch_and_compare(site, upload, content)
+    if with_sweep:
+        sweep(site, local_url, upload, content, timeout)
     print(
         "Demo passed: the file was served from the local storage at once, "
-        "then from the remote storage.",
+        "then from the remote storage"
+        + (", and its local copy was swept." if with_sweep else "."),
         flush=True,
     )
 
@@ -221,9 +294,14 @@ def main(argv: list[str] | None = None) -> int:
         default=60,
         help="seconds to wait for the transfer (default: %(default)s)",
     )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="then run manage.py queued_storage sweep until the local copy goes",
+    )
     args = parser.parse_args(argv)
     try:
-        run(args.url, args.timeout)
+        run(args.url, args.timeout, with_sweep=args.sweep)
     except (DemoError, urllib.error.URLError, OSError) as error:
         print(f"Demo failed: {error}", file=sys.stderr, flush=True)
         return 1

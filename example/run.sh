@@ -4,19 +4,28 @@
 # Sets up everything it needs under example/var/ (a virtualenv, an SQLite
 # database, a file-based cache, a Celery broker made of folders and the two
 # storage folders), starts a Celery worker and Django's development server on
-# a free port of 127.0.0.1, and walks through an upload with demo.py.
+# a free port of 127.0.0.1, and walks through an upload with demo.py, which
+# ends with the sweep of local copies (`manage.py queued_storage sweep`).
 #
 #   bash example/run.sh             run the demo, then keep serving until Ctrl-C
 #   bash example/run.sh --once      run the demo and stop; the exit status is
 #                                   0 when it passed
 #   bash example/run.sh --no-demo   only serve the site, until Ctrl-C
 #   bash example/run.sh --port 8000 serve on this port instead of a free one
+#   bash example/run.sh --runner django_tasks
+#                                   run the transfers on Django's task
+#                                   framework with django-tasks-db's database
+#                                   backend and its db_worker: no broker and
+#                                   no Celery at all (the default runner is
+#                                   celery)
 #
 # Environment:
 #   EXAMPLE_PYTHON          use this Python, with the example's requirements
 #                           installed, instead of the virtualenv var/venv
 #   EXAMPLE_VAR_DIR         keep the run's files here instead of example/var
 #   EXAMPLE_TRANSFER_DELAY  seconds each transfer waits before it starts (2)
+#   EXAMPLE_LOCAL_RETENTION seconds a local copy is kept after its transfer,
+#                           before the sweep may remove it (2)
 #   EXAMPLE_S3_BUCKET, EXAMPLE_S3_ENDPOINT_URL, EXAMPLE_S3_REGION,
 #   EXAMPLE_S3_ACCESS_KEY_ID, EXAMPLE_S3_SECRET_ACCESS_KEY
 #                           move the files to this S3 bucket instead of the
@@ -30,17 +39,25 @@ root="$(dirname "$here")"
 once=0
 demo=1
 port=""
+runner=celery
 while [ $# -gt 0 ]; do
     case "$1" in
         --once) once=1 ;;
         --no-demo) demo=0 ;;
         --port) port="${2:?--port needs a number}"; shift ;;
         --port=*) port="${1#*=}" ;;
+        --runner) runner="${2:?--runner needs celery or django_tasks}"; shift ;;
+        --runner=*) runner="${1#*=}" ;;
         -h | --help) sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+
+case "$runner" in
+    celery | django_tasks) ;;
+    *) echo "run.sh: --runner must be celery or django_tasks, not $runner" >&2; exit 2 ;;
+esac
 
 say() { printf '==> %s\n' "$*"; }
 fail() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
@@ -53,6 +70,7 @@ export EXAMPLE_VAR_DIR="$var"
 # The project's settings, whatever a calling test runner may have set.
 export DJANGO_SETTINGS_MODULE=exampleproject.settings
 export PYTHONUNBUFFERED=1
+export EXAMPLE_RUNNER="$runner"
 
 # Stop what an earlier run left behind (it was killed before it could clean
 # up), so that no old worker takes messages from the new queue.
@@ -109,7 +127,16 @@ make_venv() {
     fail "could not create a virtualenv with $base"
 }
 
-requirements=("Django>=5.2" "celery>=5.4")
+if [ "$runner" = django_tasks ]; then
+    # Django 6 has the task framework; on Django 5.2 (Python 3.10 and 3.11)
+    # the django-tasks package provides it.
+    requirements=("Django>=5.2" "django-tasks-db>=0.13"
+        "django-tasks>=0.12; python_version < '3.12'")
+    worker_module=django_tasks_db
+else
+    requirements=("Django>=5.2" "celery>=5.4")
+    worker_module=celery
+fi
 if [ -n "${EXAMPLE_S3_BUCKET:-}" ]; then
     requirements+=("django-storages[s3]>=1.14" "boto3>=1.28")
 fi
@@ -117,7 +144,7 @@ fi
 if [ -n "${EXAMPLE_PYTHON:-}" ]; then
     py="$EXAMPLE_PYTHON"
     say "Using $py ($("$py" -c 'import sys; print(sys.version.split()[0])'))"
-    modules="django, celery, queued_storage"
+    modules="django, $worker_module, queued_storage"
     [ -n "${EXAMPLE_S3_BUCKET:-}" ] && modules="$modules, storages, boto3"
     "$py" -c "import $modules" ||
         fail "$py cannot import $modules; install them or unset EXAMPLE_PYTHON"
@@ -200,10 +227,18 @@ show_logs() {
 # The worker and the server run in sessions of their own: Ctrl-C reaches only
 # this script, which stops them in order (a worker that got the SIGINT itself
 # would exit quietly and hide it from `wait`).
-say "Starting a Celery worker (log: $logs/worker.log)"
-setsid "$py" -m celery -A exampleproject worker --pool solo --loglevel INFO \
-    --without-mingle --without-gossip --without-heartbeat \
-    >"$logs/worker.log" 2>&1 &
+if [ "$runner" = django_tasks ]; then
+    say "Starting a db_worker of Django's task framework (log: $logs/worker.log)"
+    setsid "$py" manage.py db_worker --queue-name "*" --interval 0.2 \
+        --no-startup-delay --no-reload >"$logs/worker.log" 2>&1 &
+    worker_ready="Starting worker"
+else
+    say "Starting a Celery worker (log: $logs/worker.log)"
+    setsid "$py" -m celery -A exampleproject worker --pool solo --loglevel INFO \
+        --without-mingle --without-gossip --without-heartbeat \
+        >"$logs/worker.log" 2>&1 &
+    worker_ready="ready\."
+fi
 pids+=($!)
 echo $! >"$var/run/worker.pid"
 
@@ -214,7 +249,7 @@ echo $! >"$var/run/server.pid"
 
 # Wait until the worker takes tasks and the server answers.
 for waited in $(seq 1 240); do
-    if grep -q "ready\." "$logs/worker.log" 2>/dev/null &&
+    if grep -q "$worker_ready" "$logs/worker.log" 2>/dev/null &&
         "$py" -c 'import sys, urllib.request
 urllib.request.urlopen(sys.argv[1], timeout=2).close()' "$url" 2>/dev/null; then
         break
@@ -228,8 +263,8 @@ done
 say "Worker and server are up"
 
 if [ "$demo" = 1 ]; then
-    say "Running the demo: python demo.py $url"
-    if ! "$py" demo.py "$url"; then
+    say "Running the demo: python demo.py --sweep $url"
+    if ! "$py" demo.py --sweep "$url"; then
         show_logs
         exit 1
     fi

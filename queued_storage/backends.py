@@ -13,7 +13,7 @@ from typing import Any
 from django.core.files import File, locks
 from django.utils.deconstruct import deconstructible
 
-from . import directories, ledger_access
+from . import directories, leases, ledger_access, local_copy
 from . import enqueue as sending
 from .base import QueuedStorageBase
 from .compat import Deprecated08, remember_result
@@ -21,7 +21,7 @@ from .conf import settings
 from .enqueue import transfer_queue as transfer_queue  # where it used to be
 from .exceptions import NameTaken
 from .inline import run_transfer
-from .runners import Runner, get_runner
+from .runners import Runner, get_runner, runner_path
 from .s3_urls import url_builder
 from .signals import file_queued
 from .state import FileState, Status
@@ -112,6 +112,9 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         if not hasattr(content, "chunks"):
             content = File(content, name)
         name = self.get_available_name(self.validate_name(name), max_length)
+        if not self.delayed:
+            # A misspelt runner name is refused before anything is written.
+            runner_path(self.runner_name())
         local, chosen = _recording_names(self.local)
         try:
             saved = local.save(name, content, max_length)
@@ -231,9 +234,8 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             state = self.state.get(name)
             if state is not None and not state.is_deleted:
                 return
-            try:
-                path = self.local.path(name)
-            except NotImplementedError:
+            path = local_copy.disk_path(self.local, name)
+            if path is None:
                 self.local.delete(name)
                 return
             with open(path, "rb") as partial:
@@ -299,6 +301,12 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         host = (
             self.state.host_of(name) if settings.QUEUED_STORAGE_PER_HOST_QUEUE else ""
         )
+        if (
+            now
+            and state.status == Status.TRANSFERRING
+            and leases.is_held(self.state, name, state.version)
+        ):
+            return state  # A worker holds it: its outcome is the file's.
         if state.status != Status.PENDING or not state.version:
             state = FileState(
                 Status.PENDING, secrets.token_hex(8), state.size,

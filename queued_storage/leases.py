@@ -67,6 +67,20 @@ def _lease_key(store: StateStore, name: str) -> str:
     return f"{store.key(name)}:lease"
 
 
+def is_held(store: StateStore, name: str, version: str) -> bool:
+    """Return whether a live lease holds *name* at *version*: a worker moves it."""
+    if store.ledger:
+        rows = store._rows().filter(
+            name_hash=name_hash(name), version=version, status=Status.TRANSFERRING,
+            lease_expires__gt=timezone.now(),
+        )  # fmt: skip
+        return bool(rows.exists())
+    try:
+        return store.cache.get(_lease_key(store, name)) is not None
+    except Exception:  # An unreachable cache holds no lease.
+        return False
+
+
 def claim(
     store: StateStore, name: str, version: str, owner: str, seconds: float
 ) -> Granted:

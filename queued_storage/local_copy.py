@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.files import locks
+from django.core.files.storage import InMemoryStorage
 
 #: What tells one version of a local file from another: device, inode, size
 #: and modification time in nanoseconds (a rewrite in place changes the
@@ -24,7 +26,41 @@ from django.core.files import locks
 Identity = tuple[int, int, int, int]
 
 
-def _path(local: Any, name: str) -> str | None:
+#: The local storage, the name and the identity of the copy that the transfer
+#: running in this context read, taken before its upload began: what the local
+#: retention compares with before removing that copy.
+uploading: ContextVar[tuple[Any, str, Identity | None] | None] = ContextVar(
+    "queued_storage_uploading", default=None
+)
+
+
+def identity_read(local: Any, name: str) -> Identity | None:
+    """Return the identity the running transfer read of *name*, if it did."""
+    read = uploading.get()
+    if read is None or read[0] is not local or read[1] != name:
+        return None
+    return read[2]
+
+
+def unchanged(path: str, expected: Identity) -> bool:
+    """Return whether the file at *path* still has the identity *expected*.
+
+    A save writing into it holds a lock: this waits for it first.
+    """
+    with open(path, "rb") as handle:
+        locks.lock(handle, locks.LOCK_EX)
+        return _identity(os.fstat(handle.fileno())) == expected
+
+
+def disk_path(local: Any, name: str) -> str | None:
+    """Return the path of *name* on disk, or ``None`` for a storage without one.
+
+    ``InMemoryStorage`` answers ``path()`` with a place under ``MEDIA_ROOT``
+    where none of its files is: a real file found there belongs to someone
+    else and must never be measured, moved or removed for it.
+    """
+    if isinstance(local, InMemoryStorage):
+        return None
     try:
         return str(local.path(name))
     except (NotImplementedError, AttributeError):
@@ -37,7 +73,7 @@ def _identity(stat: os.stat_result) -> Identity:
 
 def identity(local: Any, name: str) -> Identity | None:
     """Return the identity of the local copy of *name*, if it has a path."""
-    path = _path(local, name)
+    path = disk_path(local, name)
     if path is None:
         return None
     try:
@@ -52,7 +88,7 @@ def delete_if_unchanged(local: Any, name: str, expected: Identity | None) -> boo
     Return whether it is gone. Without a path or an *expected* identity the
     copy is deleted by name, as the storage does.
     """
-    path = _path(local, name)
+    path = disk_path(local, name)
     if path is None or expected is None:
         local.delete(name)
         return True
@@ -62,12 +98,9 @@ def delete_if_unchanged(local: Any, name: str, expected: Identity | None) -> boo
     except FileNotFoundError:
         return True
     try:
-        with open(aside, "rb") as handle:
-            # A save that opened the file before it moved writes on under a
-            # lock: wait for it, then look.
-            locks.lock(handle, locks.LOCK_EX)
-            unchanged = _identity(os.fstat(handle.fileno())) == expected
-        if unchanged:
+        # A save that opened the file before it moved writes on under a
+        # lock: wait for it, then look.
+        if unchanged(aside, expected):
             os.remove(aside)
             return True
         _put_back(aside, path)

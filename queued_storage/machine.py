@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import leases
+from . import leases, local_copy
 from .exceptions import TransferError
 from .leases import Claim
 from .signals import file_transferred, transfer_failed
@@ -144,6 +144,24 @@ class FileTransfer:
         logger.info("Transferring %r (attempt %d).", name, moving.attempts,
                     extra={**extra, "status": Status.TRANSFERRING})  # fmt: skip
         renewal = leases.Renewal(queued.state, name, version, owner, self.policy.lease)
+        # What the upload reads: the local retention removes only that copy.
+        read = (queued.local, name, local_copy.identity(queued.local, name))
+        token = local_copy.uploading.set(read)
+        try:
+            return self._move(queued, name, version, owner, moving, renewal, extra)
+        finally:
+            local_copy.uploading.reset(token)
+
+    def _move(
+        self,
+        queued: QueuedStorage,
+        name: str,
+        version: str,
+        owner: str,
+        moving: FileState,
+        renewal: leases.Renewal,
+        extra: dict[str, Any],
+    ) -> bool:
         try:
             with renewal:
                 done = self.transfer(

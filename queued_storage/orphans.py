@@ -28,6 +28,7 @@ from django.db import connections, router
 from django.db.models import FileField, Model
 from django.utils import timezone
 
+from . import local_copy
 from .base import QueuedStorageBase
 from .retention import on_this_host
 from .state import FileState, Status
@@ -56,14 +57,19 @@ def references(storage: QueuedStorageBase) -> list[Reference]:
     """Return every file field of every model that stores into *storage*.
 
     Each comes with the databases its model's rows may live in (those the
-    routers allow it to be migrated to).
+    routers allow it to be migrated to, and the one they read it from).
     """
     found = []
     for model in apps.get_models(include_auto_created=True):
         if model._meta.proxy:
             continue  # Its concrete model is listed too.
+        # The router's database for reads as well: a table that no database
+        # migrates (a legacy or unmanaged one) still has rows there.
+        read = router.db_for_read(model)
         databases = tuple(
-            alias for alias in connections if router.allow_migrate_model(alias, model)
+            alias
+            for alias in connections
+            if alias == read or router.allow_migrate_model(alias, model)
         )
         for model_field in model._meta.local_concrete_fields:
             if not isinstance(model_field, FileField):
@@ -178,6 +184,9 @@ def _delete(storage: QueuedStorageBase, pk: int, name: str, version: str) -> boo
     from .models import StoredFile
 
     rows = StoredFile.objects.using(storage.state.db).filter(pk=pk, version=version)
+    # What the local copy is now: a save that overwrites it from here on
+    # changes it, and keeps it.
+    before = local_copy.identity(storage.local, name)
     claimed = rows.exclude(status=Status.DELETED).update(
         status=Status.DELETED, version="", updated=timezone.now()
     )
@@ -185,7 +194,15 @@ def _delete(storage: QueuedStorageBase, pk: int, name: str, version: str) -> boo
         return False
     # A transfer still in flight sees the tombstone and removes its upload.
     storage.state.remember(name, FileState(Status.DELETED))
+    if before is not None and not _delete_local(storage, name, before):
+        logger.info(
+            "Kept %r: a save wrote it again while it was deleted as an orphan.",
+            name, extra={"file_name": name, "storage": storage.reference},
+        )  # fmt: skip
+        return False
     for copy in (storage.local, storage.remote):
+        if copy is storage.local and before is not None:
+            continue  # Deleted above.
         try:
             copy.delete(name)
         except Exception as exc:
@@ -202,6 +219,21 @@ def _delete(storage: QueuedStorageBase, pk: int, name: str, version: str) -> boo
         extra={"file_name": name, "storage": storage.reference, "status": "deleted"},
     )  # fmt: skip
     return True
+
+
+def _delete_local(
+    storage: QueuedStorageBase, name: str, before: local_copy.Identity
+) -> bool:
+    """Delete the local copy of *name* if it is still *before*; ``False``: kept."""
+    try:
+        return local_copy.delete_if_unchanged(storage.local, name, before)
+    except Exception as exc:
+        logger.warning(
+            "Could not delete the orphan %r from %s: %s",
+            name, type(storage.local).__name__, storage.redact(str(exc)),
+            extra={"file_name": name, "storage": storage.reference},
+        )  # fmt: skip
+        return True
 
 
 def run(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from . import local_copy
 from .conf import settings
 from .enqueue import this_host
 from .signals import local_deleted
@@ -36,6 +37,7 @@ from .status import Status
 
 if TYPE_CHECKING:
     from .base import QueuedStorageBase
+    from .local_copy import Identity
 
 logger = logging.getLogger("queued_storage")
 
@@ -201,20 +203,23 @@ def _still(storage: QueuedStorageBase, pk: int, version: str) -> Any:
 
 
 def remove_claimed(
-    storage: QueuedStorageBase, pk: int, name: str, version: str
+    storage: QueuedStorageBase,
+    pk: int,
+    name: str,
+    version: str,
+    expected: Identity | None = None,
 ) -> bool:
     """Remove the local copy of *name*, claimed at *version*; return if removed.
 
     On a local storage with paths, the copy is moved aside, the ledger is
     read again, and the copy is put back when the file was saved again
     meanwhile or was written after its transfer (a save that overwrote it
-    and has not recorded its state yet).
+    and has not recorded its state yet). With *expected*, the identity of
+    the copy that the transfer uploaded, a copy whose identity differs (a
+    save wrote it during the upload) is put back as well.
     """
     local = storage.local
-    try:
-        path = local.path(name)
-    except NotImplementedError:
-        path = None
+    path = local_copy.disk_path(local, name)
     if path is None:
         local.delete(name)
         return _removed(storage, name)
@@ -224,12 +229,18 @@ def remove_claimed(
     try:
         os.rename(path, aside)
     except FileNotFoundError:
-        return _removed(storage, name)  # Gone already: the mark is right.
+        # Gone already, or kept elsewhere than path() says (InMemoryStorage
+        # answers a path where nothing is): deleted by name.
+        if local.exists(name):
+            local.delete(name)
+        return _removed(storage, name)
     transferred = _still(storage, pk, version)
     stale = transferred is None
     if not stale:
         written = datetime.fromtimestamp(os.stat(aside).st_mtime, tz=transferred.tzinfo)
         stale = written >= transferred
+    if not stale and expected is not None:
+        stale = not local_copy.unchanged(aside, expected)
     if stale:
         _put_back(path, aside)
         _rows(storage).filter(pk=pk, version=version).update(local_deleted=None)
@@ -284,7 +295,10 @@ def _apply_zero(
 ) -> None:
     if not storage.state.ledger:
         if removed is False and storage.local_retention_period() == timedelta(0):
-            storage.local.delete(name)  # Without a ledger nothing else knows.
+            # Without a ledger nothing else knows; a copy that a save wrote
+            # during the upload stays.
+            expected = local_copy.identity_read(storage.local, name)
+            local_copy.delete_if_unchanged(storage.local, name, expected)
         return
     from .state import name_hash
 
@@ -296,4 +310,5 @@ def _apply_zero(
         return
     row = rows.values_list("pk", flat=True).first()
     if row is not None and claim(storage, row, version):
-        remove_claimed(storage, row, name, version)
+        expected = local_copy.identity_read(storage.local, name)
+        remove_claimed(storage, row, name, version, expected)

@@ -27,15 +27,14 @@ from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.utils.module_loading import import_string
 
 from . import enqueue as sending
-from . import local_copy, message, registry, retention
+from . import handlers, message, registry, retention
 from .conf import settings
 from .exceptions import InvalidMessage
 from .machine import FileTransfer, Policy
 from .redaction import shorten
 from .runners import settings_policy
-from .signals import local_deleted
 from .state import FileState
-from .transfer import TransferResult, transfer_file
+from .transfer import TransferResult
 
 if TYPE_CHECKING:
     from .backends import QueuedStorage
@@ -143,12 +142,7 @@ class Transfer(Task):
         Return ``False`` (or raise) to have the task retried later; this one
         returns the :class:`~queued_storage.transfer.TransferResult`.
         """
-        return transfer_file(
-            name, local, remote,
-            replace=kwargs.get("replace", False),
-            content_type=kwargs.get("content_type", ""),
-            size=kwargs.get("size"),
-        )  # fmt: skip
+        return handlers.copy(name, local, remote, **kwargs)
 
     def after_transfer(self, queued: QueuedStorage, name: str) -> None:
         """Act once the file is served from the remote; a hook for subclasses."""
@@ -184,9 +178,7 @@ class Transfer(Task):
         """
         removed = _removed_local.get()
         _removed_local.set(False)
-        retention.after_transfer(
-            queued, name, version, removed=self.removes_local and removed
-        )
+        handlers.apply_retention(queued, name, version, self.removes_local and removed)
 
     def send_retry(
         self, queued: QueuedStorage, name: str, version: str, delay: float
@@ -221,7 +213,7 @@ class Transfer(Task):
 
 #: The local storage, name and identity of the copy the current transfer of
 #: ``TransferAndDelete`` read, taken before the upload.
-_uploaded: ContextVar[tuple[Any, str, Any] | None] = ContextVar(
+_uploaded: ContextVar[handlers.Uploaded | None] = ContextVar(
     "queued_storage_uploaded", default=None
 )
 
@@ -232,7 +224,7 @@ _removed_local: ContextVar[bool] = ContextVar(
     "queued_storage_removed_local", default=False
 )
 #: Set while a transfer runs inline: a failure is final at once.
-_one_attempt: ContextVar[bool] = ContextVar("queued_storage_one_attempt", default=False)
+_one_attempt = handlers.one_attempt
 
 
 def removed_local() -> None:
@@ -254,19 +246,15 @@ class TransferAndDelete(Transfer):
     def transfer(
         self, name: str, local: Any, remote: Any, **kwargs: Any
     ) -> bool | TransferResult:
-        _uploaded.set((local, name, local_copy.identity(local, name)))
+        _uploaded.set(handlers.uploaded(local, name))
         return super().transfer(name, local, remote, **kwargs)
 
     def after_transfer(self, queued: QueuedStorage, name: str) -> None:
         """Delete the local copy, now that reads go to the remote one."""
-        uploaded, expected = _uploaded.get(), None
+        read = _uploaded.get()
         _uploaded.set(None)
-        if uploaded is not None and uploaded[0] is queued.local and uploaded[1] == name:
-            expected = uploaded[2]
-        if not local_copy.delete_transferred(queued, name, expected):
-            return
-        removed_local()
-        local_deleted.send(type(self), name=name, storage=queued)
+        if handlers.remove_uploaded(queued, name, read, type(self)):
+            removed_local()
 
 
 _register(Transfer)

@@ -89,9 +89,21 @@ else:
             "OPTIONS": {"timeout": 20},
         }
     }
+# A second database, SQLite whatever "default" is, which holds only the rows
+# of testapp.Archive (tests.routers): the orphans command must find the files
+# they reference. Tests that touch it say so (databases=[..., "other"]); the
+# others never create it.
+DATABASES["other"] = {
+    "ENGINE": "django.db.backends.sqlite3",
+    "NAME": os.path.join(_WORK, "other.sqlite3"),
+    "TEST": {"NAME": os.path.join(_WORK, "test-other.sqlite3")},
+    "OPTIONS": {"timeout": 20},
+}
+DATABASE_ROUTERS = ["tests.routers.OtherDatabaseRouter"]
 if ENV("QS_TEST_WORKER"):
-    # A worker process uses the database the test run created.
-    DATABASES["default"]["NAME"] = DATABASES["default"]["TEST"]["NAME"]
+    # A worker process uses the databases the test run created.
+    for _alias in DATABASES.values():
+        _alias["NAME"] = _alias["TEST"]["NAME"]
 
 REDIS_URL = ENV("QS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 CACHES = {

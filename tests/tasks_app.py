@@ -19,7 +19,11 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage
 
 from queued_storage.backends import QueuedStorage
-from queued_storage.runners.django_tasks import TaskTransfer, task
+from queued_storage.runners.django_tasks import (
+    TaskTransfer,
+    TaskTransferAndDelete,
+    task,
+)
 
 ROOT = Path(settings.MEDIA_ROOT + "-tasks")
 #: While this file exists, the slow remote refuses every upload.
@@ -56,6 +60,44 @@ def transfer(storage: str, name: str, version: str, signature: str) -> bool:
         transfer.module_path, storage, name, version, signature
     )
 
+
+@task
+def transfer_and_delete(storage: str, name: str, version: str, signature: str) -> bool:
+    """Move a file of the storages below, then delete its local copy."""
+    return TaskTransferAndDelete().receive(
+        transfer_and_delete.module_path, storage, name, version, signature
+    )
+
+
+def _storage(reference: str, task_path: str, **options: Any) -> QueuedStorage:
+    """Return a queued storage of folders under ROOT/<reference>."""
+    overwrite = {"allow_overwrite": True} if options.pop("overwrite", False) else {}
+    return QueuedStorage(
+        local="django.core.files.storage.FileSystemStorage",
+        remote="tests.tasks_app.SlowRemote",
+        local_options={"location": str(ROOT / reference / "local"), **overwrite},
+        remote_options={
+            "location": str(ROOT / reference / "remote"),
+            "upload_seconds": float(os.environ.get("QS_TEST_UPLOAD_SECONDS", "1")),
+            **overwrite,
+        },
+        reference=reference,
+        runner="django_tasks",
+        task=task_path,
+        **options,
+    )
+
+
+#: Removes the local copy as soon as the transfer is recorded.
+retained_storage = _storage(
+    "tasks-retention", "tests.tasks_app.transfer", local_retention=0
+)
+#: Its task removes the local copy itself.
+deleting_storage = _storage("tasks-delete", "tests.tasks_app.transfer_and_delete")
+#: Its local storage replaces a file saved again under the same name.
+overwriting_storage = _storage(
+    "tasks-overwrite", "tests.tasks_app.transfer", overwrite=True
+)
 
 slow_storage = QueuedStorage(
     local="django.core.files.storage.FileSystemStorage",

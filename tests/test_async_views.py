@@ -146,3 +146,79 @@ def test_django_allow_async_unsafe_keeps_the_query_in_the_calling_thread(
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     caller, runner = asyncio.run(where())
     assert caller == runner
+
+
+def test_queries_inside_a_thread_sensitive_context_share_its_thread():
+    """As in an ASGI request: the thread sync_to_async() would pick runs them."""
+    from asgiref.sync import ThreadSensitiveContext, sync_to_async
+
+    from queued_storage import ledger_access
+
+    async def threads() -> tuple[int, int, int, int]:
+        async with ThreadSensitiveContext():
+            first = ledger_access.run(threading.get_ident, using="default")
+            second = ledger_access.run(threading.get_ident, using="default")
+            django = await sync_to_async(threading.get_ident)()
+        return threading.get_ident(), first, second, django
+
+    loop_thread, first, second, django = asyncio.run(threads())
+    assert first == second == django
+    assert first != loop_thread
+
+
+@pytest.mark.skipif(
+    "executor"
+    not in __import__("inspect")
+    .signature(__import__("asgiref.sync").sync.ThreadSensitiveContext)
+    .parameters,
+    reason="this asgiref has no contexts that end before their tasks",
+)
+def test_a_task_outliving_its_context_is_served_by_the_ledger_threads():
+    """asgiref refuses such a task its context's thread; the ledger's own runs it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import ThreadSensitiveContext
+
+    from queued_storage import ledger_access
+
+    async def outlive() -> str:
+        ended = asyncio.Event()
+
+        async def late() -> str:
+            await ended.wait()
+            return ledger_access.run(
+                lambda: threading.current_thread().name, using="default"
+            )
+
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            async with ThreadSensitiveContext(executor=executor):
+                task = asyncio.create_task(late())
+            ended.set()
+            return await task
+
+    assert asyncio.run(outlive()).startswith("queued_storage")
+
+
+def test_without_ledger_a_save_from_async_code_is_queued_at_once(fs_queued, unique):
+    from django.core.files.base import ContentFile
+    from django.test import override_settings
+
+    from queued_storage.signals import file_queued
+
+    queued = []
+
+    def received(sender, name, **kwargs):
+        queued.append(name)
+
+    async def save() -> tuple[str, list[str]]:
+        name = storage.save(f"async-ledgerless/{unique}.txt", ContentFile(b"x"))
+        return name, list(queued)
+
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        storage = fs_queued(delayed=True)
+        file_queued.connect(received)
+        try:
+            name, seen_in_save = asyncio.run(save())
+        finally:
+            file_queued.disconnect(received)
+    assert seen_in_save == [name]

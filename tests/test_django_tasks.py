@@ -19,18 +19,21 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from queued_storage import dispatch, operations
+from queued_storage import dispatch, operations, retention
 from queued_storage.enqueue import this_host
 from queued_storage.exceptions import InvalidMessage
 from queued_storage.models import StoredFile
 from queued_storage.runner_checks import check_runners
 from queued_storage.runners import get_runner
 from queued_storage.runners.django_tasks import (
+    TaskTransfer,
     task_backends,
     transfer,
     transfer_and_delete,
 )
+from queued_storage.signals import file_transferred, transfer_failed
 from queued_storage.state import Status
+from tests.tasks_app import ROOT as TASKS_ROOT
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -128,6 +131,9 @@ def test_transfer_and_delete_keeps_a_copy_written_again_after_its_upload(
     assert storage.remote.exists(name)
     with storage.local.open(name) as handle:
         assert handle.read() == b"second!"
+    # The copy kept still counts as held locally.
+    assert row(storage, name).local_deleted is None
+    assert retention.local_bytes(storage) > 0
 
 
 def test_a_forged_or_replayed_message_is_refused_and_changes_nothing(fs_queued, dummy):
@@ -352,3 +358,121 @@ def test_a_default_backend_that_refuses_the_tasks_is_reported_not_raised():
         env=env, timeout=60,
     )  # fmt: skip
     assert done.stdout.split() == ["queued_storage.E050"], done.stderr
+
+
+def test_a_retry_past_the_countdown_limit_waits_in_the_ledger_not_the_backend(
+    fs_queued, dummy, monkeypatch
+):
+    storage = fs_queued(runner="django_tasks")
+    name = storage.save("far-retry.txt", ContentFile(b"x"))
+    [first] = dummy.results
+    monkeypatch.setattr(
+        "queued_storage.runners.django_tasks.TaskTransfer.transfer",
+        lambda self, *a, **k: Refusing()(*a, **k),
+    )
+    with override_settings(QUEUED_STORAGE_RETRY_COUNTDOWN_MAX=0):
+        assert first.task.call(**first.kwargs) is False
+    found = row(storage, name)
+    assert (found.status, found.attempts, found.outbox) == (Status.PENDING, 1, True)
+    assert found.next_attempt is not None
+    assert len(dummy.results) == 1
+
+
+def test_a_pending_file_is_sent_through_the_runner_of_now_when_sent_again(
+    fs_queued, dummy
+):
+    storage = fs_queued()
+    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+        # Saved while Celery was the runner: its message waits in the outbox.
+        name = storage.save("moved-runner.txt", ContentFile(b"x"))
+    assert row(storage, name).outbox
+    with override_settings(QUEUED_STORAGE_RUNNER="django_tasks"):
+        storage.transfer(name)
+    [result] = dummy.results
+    assert result.task.module_path == "queued_storage.runners.django_tasks.transfer"
+    assert result.kwargs["name"] == name
+    assert result.kwargs["version"] == row(storage, name).version
+
+
+def test_an_inline_transfer_runs_the_framework_task_of_the_storage(fs_queued, dummy):
+    storage = fs_queued(runner="django_tasks", task="tests.tasks_app.transfer")
+    name = storage.save("inline.txt", ContentFile(b"x"))
+    outcome = storage.transfer(name, now=True)
+    assert outcome.status == Status.TRANSFERRED
+    assert storage.remote.exists(name)
+    # The custom task ran (MarkingTransfer leaves its mark), not a Celery one.
+    assert (TASKS_ROOT / "marks" / name.replace("/", "_")).exists()
+    assert len(dummy.results) == 1  # The save's message; nothing more queued.
+
+
+def test_an_inline_transfer_on_the_framework_makes_one_attempt(
+    fs_queued, dummy, monkeypatch
+):
+    storage = fs_queued(runner="django_tasks")
+    name = storage.save("inline-fails.txt", ContentFile(b"x"))
+    refusing = Refusing()
+    monkeypatch.setattr(
+        "queued_storage.runners.django_tasks.TaskTransfer.transfer",
+        lambda self, *a, **k: refusing(*a, **k),
+    )
+    outcome = storage.transfer(name, now=True)
+    assert (outcome.status, outcome.attempts) == (Status.FAILED, 1)
+    assert "OSError" in outcome.error
+    assert refusing.calls == 1
+    assert len(dummy.results) == 1  # No retry was queued.
+
+
+def test_the_queue_is_the_transfer_queue_else_the_framework_default(fs_queued, dummy):
+    storage = fs_queued(runner="django_tasks")
+    storage.save("default-queue.txt", ContentFile(b"x"))
+    with override_settings(QUEUED_STORAGE_QUEUE="uploads"):
+        storage.save("uploads-queue.txt", ContentFile(b"x"))
+    assert [result.task.queue_name for result in dummy.results] == [
+        "default", "uploads",
+    ]  # fmt: skip
+
+
+def test_the_tasks_send_the_same_signals_as_the_celery_ones(
+    fs_queued, dummy, monkeypatch
+):
+    received = []
+
+    def receiver(signal, sender, **kwargs):
+        received.append((signal, sender, kwargs["name"]))
+
+    file_transferred.connect(receiver)
+    transfer_failed.connect(receiver)
+    try:
+        storage = fs_queued(runner="django_tasks")
+        moved = storage.save("signalled.txt", ContentFile(b"x"))
+        failing = storage.save("signalled-failure.txt", ContentFile(b"x"))
+        done, refused = dummy.results
+        assert done.task.call(**done.kwargs) is True
+        monkeypatch.setattr(
+            "queued_storage.runners.django_tasks.TaskTransfer.transfer",
+            lambda self, *a, **k: Refusing()(*a, **k),
+        )
+        with override_settings(QUEUED_STORAGE_RETRIES=0):
+            assert refused.task.call(**refused.kwargs) is False
+    finally:
+        file_transferred.disconnect(receiver)
+        transfer_failed.disconnect(receiver)
+    assert received == [
+        (file_transferred, TaskTransfer, moved),
+        (transfer_failed, TaskTransfer, failing),
+    ]
+
+
+def test_a_task_the_backend_could_not_take_is_sent_again_by_reconcile(fs_queued, dummy):
+    storage = fs_queued(runner="django_tasks")
+    with override_settings(QUEUED_STORAGE_TASKS_BACKEND="missing"):
+        name = storage.save("sent-later.txt", ContentFile(b"x"))
+    assert dummy.results == []
+    StoredFile.objects.filter(storage=storage.reference, name=name).update(
+        updated=timezone.now() - timedelta(hours=1)
+    )
+    assert operations.reconcile(storage=storage.reference) == [name]
+    [result] = dummy.results
+    assert result.kwargs["name"] == name
+    assert result.task.call(**result.kwargs) is True
+    assert storage.using_remote(name)

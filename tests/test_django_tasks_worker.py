@@ -23,8 +23,15 @@ from queued_storage.runners.django_tasks import transfer
 from queued_storage.state import Status
 from tests.conftest import wait_for
 from tests.services import TasksWorkerProcess
-from tests.tasks_app import OUTAGE, slow_storage
+from tests.tasks_app import (
+    OUTAGE,
+    deleting_storage,
+    overwriting_storage,
+    retained_storage,
+    slow_storage,
+)
 from tests.tasks_app import ROOT as TASKS_ROOT
+from tests.tasks_app import transfer as marking_transfer
 from tests.testapp.models import Document
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,3 +224,68 @@ def test_per_host_queues_keep_transfers_on_the_host_that_saved(runner_settings, 
         wait_for(lambda: slow_storage.using_remote(name), timeout=30)
     finally:
         here.stop()
+
+
+def test_a_file_saved_again_during_its_transfer_ends_with_the_newer_content(
+    worker, unique
+):
+    storage = overwriting_storage
+    name = storage.save(f"again-{unique}.txt", ContentFile(b"older"))
+    first = row(storage, name).version
+    wait_for(lambda: row(storage, name).status == Status.TRANSFERRING)
+    assert storage.save(name, ContentFile(b"newer")) == name
+    newer = row(storage, name).version
+    assert newer != first
+    wait_for(lambda: finished(name, count=2), timeout=30)
+    wait_for(lambda: storage.using_remote(name), timeout=30)
+    found = row(storage, name)
+    assert (found.status, found.version) == (Status.TRANSFERRED, newer)
+    with storage.remote.open(name) as handle:
+        assert handle.read() == b"newer"
+    with storage.open(name) as handle:
+        assert handle.read() == b"newer"
+
+
+def test_a_replayed_message_uploads_nothing_again(worker, unique):
+    name = slow_storage.save(f"replayed-{unique}.txt", ContentFile(b"once"))
+    [sent] = results_for(name)
+    wait_for(lambda: slow_storage.using_remote(name), timeout=30)
+    uploaded = Path(slow_storage.remote.path(name)).stat()
+    assert sent.task_path == "tests.tasks_app.transfer"
+    replay = marking_transfer.using(backend="database")
+    kwargs = sent.args_kwargs["kwargs"]
+    for _ in range(2):
+        replay.enqueue(**kwargs)
+    results = wait_for(lambda: finished(name, count=3), timeout=30)
+    assert [result.status for result in results] == ["SUCCESSFUL"] * 3
+    found = row(slow_storage, name)
+    assert (found.status, found.attempts) == (Status.TRANSFERRED, 1)
+    again = Path(slow_storage.remote.path(name)).stat()
+    assert (again.st_ino, again.st_mtime_ns) == (uploaded.st_ino, uploaded.st_mtime_ns)
+    assert worker.log_text().count(f"Transferring '{name}'") == 1
+
+
+def test_a_retention_of_zero_removes_the_local_copy_after_the_worker_transfer(
+    worker, unique
+):
+    storage = retained_storage
+    name = storage.save(f"retained-{unique}.txt", ContentFile(b"kept remote"))
+    assert storage.local.exists(name)
+    wait_for(lambda: row(storage, name).local_deleted is not None, timeout=30)
+    assert not storage.local.exists(name)
+    assert storage.using_remote(name)
+    with storage.open(name) as handle:
+        assert handle.read() == b"kept remote"
+    assert f"Removed the local copy of '{name}'" in worker.log_text()
+
+
+def test_transfer_and_delete_on_the_worker_records_the_removal_in_the_ledger(
+    worker, unique
+):
+    storage = deleting_storage
+    name = storage.save(f"deleted-local-{unique}.txt", ContentFile(b"moved"))
+    wait_for(lambda: storage.using_remote(name), timeout=30)
+    wait_for(lambda: row(storage, name).local_deleted is not None, timeout=30)
+    assert not storage.local.exists(name)
+    with storage.remote.open(name) as handle:
+        assert handle.read() == b"moved"

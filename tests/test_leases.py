@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import connections
 from django.test import override_settings
@@ -221,3 +222,211 @@ def test_without_the_ledger_a_cache_entry_holds_the_lease(storage):
         leases.release(storage.state, name, version, "owner-a")
         third = leases.claim(storage.state, name, version, "owner-b", 30)
         assert (third.claim, third.state.attempts) == (Claim.TAKEN, 2)
+
+
+# What a delivery that does not get the lease is told -------------------------
+
+
+def test_a_claim_of_a_name_without_a_row_is_stale(storage):
+    granted = leases.claim(storage.state, "never-saved.txt", "v", "owner-a", 30)
+    assert (granted.claim, granted.state) == (Claim.STALE, None)
+
+
+@pytest.mark.parametrize("change", ["saved again", "deleted", "failed"])
+def test_a_claim_of_a_file_that_moved_on_is_stale_and_uncounted(storage, change):
+    name = storage.save(f"moved-on-{change[0]}.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    if change == "saved again":
+        StoredFile.objects.filter(name=name).update(version="newer")
+    elif change == "deleted":
+        storage.delete(name)
+    else:
+        StoredFile.objects.filter(name=name).update(status=Status.FAILED)
+    granted = leases.claim(storage.state, name, version, "owner-a", 30)
+    assert granted.claim is Claim.STALE
+    found = row(storage, name)
+    assert (found.attempts, found.lease_owner) == (0, "")
+
+
+def test_a_claim_of_a_transferred_file_is_done(storage):
+    name = storage.save("transferred.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    StoredFile.objects.filter(name=name).update(status=Status.TRANSFERRED)
+    granted = leases.claim(storage.state, name, version, "owner-a", 30)
+    assert (granted.claim, granted.state.status) == (Claim.DONE, Status.TRANSFERRED)
+    assert row(storage, name).attempts == 0
+
+
+def test_a_claim_before_the_retry_is_due_is_early_and_uncounted(storage):
+    name = storage.save("not-yet.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    StoredFile.objects.filter(name=name).update(
+        next_attempt=timezone.now() + timedelta(hours=1)
+    )
+    granted = leases.claim(storage.state, name, version, "owner-a", 30)
+    assert granted.claim is Claim.EARLY
+    assert (row(storage, name).attempts, row(storage, name).status) == (
+        0, Status.PENDING,
+    )  # fmt: skip
+
+
+def test_only_the_owner_renews_and_releases_a_ledger_lease(storage):
+    name = storage.save("owned.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    leases.claim(storage.state, name, version, "owner-a", 30)
+    assert not leases.renew(storage.state, name, version, "owner-b", 30)
+    leases.release(storage.state, name, version, "owner-b")
+    assert row(storage, name).lease_owner == "owner-a"
+    assert leases.renew(storage.state, name, version, "owner-a", 30)
+    leases.release(storage.state, name, version, "owner-a")
+    found = row(storage, name)
+    assert (found.lease_owner, found.lease_expires) == ("", None)
+
+
+def test_a_renewal_that_finds_its_lease_taken_stops_and_says_so(storage, caplog):
+    name = storage.save("taken-over.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    leases.claim(storage.state, name, version, "owner-a", 0.15)
+    with leases.Renewal(storage.state, name, version, "owner-a", 0.15) as renewal:
+        StoredFile.objects.filter(name=name).update(lease_owner="owner-b")
+        for _ in range(200):  # At most 10 s.
+            if renewal.lost:
+                break
+            time.sleep(0.05)
+    assert renewal.lost
+    assert row(storage, name).lease_owner == "owner-b"
+    assert any("Lost the lease" in r.getMessage() for r in caplog.records)
+
+
+def test_a_renewal_goes_on_after_a_failed_attempt(storage, caplog, monkeypatch):
+    name = storage.save("flaky-renewal.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    leases.claim(storage.state, name, version, "owner-a", 0.15)
+    calls = []
+    renew = leases.renew
+
+    def flaky_renew(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise ConnectionError("database went away")
+        return renew(*args)
+
+    monkeypatch.setattr(leases, "renew", flaky_renew)
+    with leases.Renewal(storage.state, name, version, "owner-a", 0.15) as renewal:
+        for _ in range(200):  # At most 10 s.
+            if len(calls) >= 3:
+                break
+            time.sleep(0.05)
+    assert len(calls) >= 3
+    assert not renewal.lost
+    assert any("Could not renew a lease" in r.getMessage() for r in caplog.records)
+
+
+# Without the ledger: the cache's lease ---------------------------------------
+
+
+@pytest.fixture
+def cache_only(storage):
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        yield storage
+
+
+def test_without_the_ledger_claims_of_files_that_moved_on_are_stale(cache_only):
+    storage = cache_only
+    unknown = leases.claim(storage.state, "unknown.txt", "v", "owner-a", 30)
+    name = storage.save("cached-moved.txt", ContentFile(b"x"))
+    version = storage.get_state(name).version
+    other_version = leases.claim(storage.state, name, "not-" + version, "o", 30)
+    failed_name = storage.save("cached-failed.txt", ContentFile(b"x"))
+    failed_version = storage.get_state(failed_name).version
+    storage.state.remember(
+        failed_name, storage.get_state(failed_name).evolve(status=Status.FAILED)
+    )
+    failed = leases.claim(storage.state, failed_name, failed_version, "o", 30)
+    storage.delete(name)
+    deleted = leases.claim(storage.state, name, version, "owner-a", 30)
+    assert [g.claim for g in (unknown, other_version, failed, deleted)] == [
+        Claim.STALE
+    ] * 4
+
+
+def test_without_the_ledger_a_claim_of_a_remote_file_is_done(cache_only):
+    storage = cache_only
+    name = storage.save("cached-remote.txt", ContentFile(b"x"))
+    state = storage.get_state(name)
+    storage.state.remember(name, state.evolve(status=Status.TRANSFERRED))
+    granted = leases.claim(storage.state, name, state.version, "owner-a", 30)
+    assert granted.claim is Claim.DONE
+
+
+def test_without_the_ledger_only_the_owner_renews_a_lease(cache_only):
+    storage = cache_only
+    name = storage.save("cached-renew.txt", ContentFile(b"x"))
+    version = storage.get_state(name).version
+    leases.claim(storage.state, name, version, "owner-a", 30)
+    assert not leases.renew(storage.state, name, version, "owner-b", 30)
+    assert leases.renew(storage.state, name, version, "owner-a", 30)
+    leases.release(storage.state, name, version, "owner-b")
+    assert leases.claim(storage.state, name, version, "o", 30).claim is Claim.BUSY
+
+
+def test_without_the_ledger_a_delete_during_the_claim_gives_the_lease_back(
+    cache_only, monkeypatch
+):
+    storage = cache_only
+    name = storage.save("cached-race.txt", ContentFile(b"x"))
+    version = storage.get_state(name).version
+    cache = storage.state.cache
+    add = cache.add
+
+    def add_then_delete(key, value, timeout=None):
+        added = add(key, value, timeout=timeout)
+        storage.delete(name)  # Lands between the lease and the state change.
+        return added
+
+    monkeypatch.setattr(cache, "add", add_then_delete)
+    granted = leases.claim(storage.state, name, version, "owner-a", 30)
+    monkeypatch.undo()
+    assert granted.claim is Claim.STALE
+    assert cache.get(f"{storage.state.key(name)}:lease") is None
+
+
+def test_without_the_ledger_a_cache_failing_at_the_lease_transfers_anyway(
+    cache_only, monkeypatch, caplog
+):
+    storage = cache_only
+    name = storage.save("cached-down.txt", ContentFile(b"x"))
+    version = storage.get_state(name).version
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("Connection refused")
+
+    # The cache answered the state a moment ago and fails at the lease.
+    monkeypatch.setattr(storage.state.cache, "add", refused)
+    granted = leases.claim(storage.state, name, version, "owner-a", 30)
+    assert (granted.claim, granted.state.status) == (Claim.TAKEN, Status.TRANSFERRING)
+    assert any("transferring without a lease" in r.getMessage() for r in caplog.records)
+
+
+def test_without_the_ledger_a_lease_outlives_a_cache_that_goes_down(cache_only, caplog):
+    from tests.services.base import free_port
+
+    storage = cache_only
+    name = storage.save("cached-outage.txt", ContentFile(b"x"))
+    version = storage.get_state(name).version
+    assert leases.claim(storage.state, name, version, "o", 30).claim is Claim.TAKEN
+    down = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+    with override_settings(CACHES={**settings.CACHES, "down": down}):
+        with override_settings(QUEUED_STORAGE_CACHE="down"):
+            # The upload goes on: a renewal counts as kept...
+            assert leases.renew(storage.state, name, version, "o", 30)
+            # ...and a release leaves the lease to expire.
+            leases.release(storage.state, name, version, "o")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("lease not renewed" in m for m in messages)
+    assert any("lease left to expire" in m for m in messages)
+    assert leases.claim(storage.state, name, version, "x", 30).claim is Claim.BUSY

@@ -155,3 +155,17 @@ def test_a_file_of_a_plain_storage_has_no_state():
     file = field.attr_class(Plain(), field, "a.txt")
     with pytest.raises(TypeError, match="not a queued storage"):
         file.status
+
+
+def test_inline_transfer_leaves_a_file_with_a_live_lease_to_its_worker(fs_queued):
+    storage = fs_queued()
+    name = storage.save("leased.txt", ContentFile(b"x"))
+    rows = StoredFile.objects.filter(storage=storage.reference, name=name)
+    rows.update(
+        status=Status.TRANSFERRING, attempts=1, lease_owner="another-worker",
+        lease_expires=timezone.now() + timedelta(hours=1),
+    )  # fmt: skip
+    outcome = storage.transfer(name, now=True)
+    assert (outcome.status, outcome.attempts) == (Status.TRANSFERRING, 1)
+    assert not storage.remote.exists(name)
+    assert rows.get().lease_owner == "another-worker"

@@ -11,7 +11,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, connections
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -19,9 +19,10 @@ from django.utils import timezone
 from queued_storage import orphans, tasks
 from queued_storage.models import StoredFile
 from queued_storage.state import Status
-from tests.testapp.models import Album, Plain, fs_storage
+from tests.testapp.models import Album, Archive, Plain, fs_storage
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# testapp.Archive, on the file-system pair too, lives in the database "other".
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +70,10 @@ def files(unique: str) -> dict[str, str]:
 
 def test_references_cover_subclassed_callable_and_alias_fields():
     found = {str(ref) for ref in orphans.references(fs_storage)}
-    assert found == {"testapp.Plain.file", "testapp.Album.cover", "testapp.Album.back"}
+    assert found == {
+        "testapp.Plain.file", "testapp.Album.cover", "testapp.Album.back",
+        "testapp.Archive.file",
+    }  # fmt: skip
     aliased = {str(ref) for ref in orphans.references(storages["queued"])}
     assert aliased == {"testapp.Album.sleeve"}
 
@@ -96,6 +100,24 @@ def test_delete_removes_both_copies_and_the_row_and_keeps_every_referenced_file(
     for key in ("plain", "cover", "back", "twice", "young"):
         assert fs_storage.local.exists(files[key]), key
         assert StoredFile.objects.filter(name=files[key]).exists(), key
+
+
+def test_a_file_referenced_only_by_a_row_of_another_database_is_kept(files, unique):
+    archived = saved(f"orphans/{unique}-archived.txt")
+    Archive.objects.create(file=archived)
+    assert Archive.objects.db_manager("other").filter(file=archived).exists()
+    assert not Plain.objects.filter(file=archived).exists()
+    [ref] = [ref for ref in orphans.references(fs_storage) if ref.model is Archive]
+    assert ref.databases == ("other",)
+    age(archived)
+    result = run_command("--delete")
+    assert (result["orphans"], result["deleted"]) == ([files["orphan"]], 1)
+    assert fs_storage.local.exists(archived)
+    assert fs_storage.get_state(archived).status != Status.DELETED
+    Archive.objects.all().delete()
+    result = run_command("--delete")
+    assert (result["orphans"], result["deleted"]) == ([archived], 1)
+    assert not fs_storage.local.exists(archived)
 
 
 def test_a_shorter_grace_period_takes_younger_files(files):
@@ -158,10 +180,15 @@ def test_a_generated_ledger_is_read_in_pages_of_the_batch_size():
     StoredFile.objects.update(updated=old)
     Plain.objects.bulk_create(Plain(file=name) for name in names[::3])
     refs = len(orphans.references(fs_storage))
-    with CaptureQueriesContext(connection) as queries:
+    with (
+        CaptureQueriesContext(connection) as queries,
+        CaptureQueriesContext(connections["other"]) as elsewhere,
+    ):
         report = orphans.run(fs_storage, batch=10)
     pages = 5  # 47 rows in pages of 10, then an empty page ends the scan.
-    assert len(queries) == pages * (1 + refs) + 1
+    assert len(queries) + len(elsewhere) == pages * (1 + refs) + 1
+    # The rows of testapp.Archive are looked up where they live, once a page.
+    assert len(elsewhere) == pages
     ledger = [q["sql"] for q in queries if "queued_storage_storedfile" in q["sql"]]
     assert len(ledger) == pages + 1
     assert all("LIMIT 10" in sql for sql in ledger)
@@ -208,6 +235,16 @@ def test_the_admin_view_shows_the_counts(files, admin_client):
     assert response.status_code == 200
     rows = {row["reference"]: row for row in response.context["rows"]}
     assert rows["fs"]["found"] == 1
+    assert fs_storage.local.exists(files["orphan"])
+
+
+def test_the_admin_view_is_refused_to_staff_who_may_not_view_the_ledger(
+    files, client, django_user_model
+):
+    staff = django_user_model.objects.create_user("clerk", is_staff=True)
+    client.force_login(staff)
+    response = client.get("/admin/queued_storage/storedfile/orphans/")
+    assert response.status_code == 403
     assert fs_storage.local.exists(files["orphan"])
 
 
@@ -285,3 +322,46 @@ def test_a_progress_bar_shows_on_a_terminal_only(unique):
     text = output.decode(errors="replace")
     assert "\r[" in text and "3/3" in text
     assert "Found 3 orphans" in text
+
+
+def test_a_file_referenced_by_a_model_no_database_migrates_is_kept(files):
+    """A legacy or unmanaged table is still read where the router reads it."""
+    routers = ["tests.routers.NoMigrationsForAlbumRouter"]
+    with override_settings(DATABASE_ROUTERS=routers):
+        result = run_command("--delete")
+    assert result["orphans"] == [files["orphan"]]
+    for key in ("cover", "back"):
+        assert fs_storage.local.exists(files[key]), key
+        assert StoredFile.objects.filter(name=files[key]).exists(), key
+
+
+def test_a_save_over_an_orphan_during_its_deletion_keeps_its_bytes(unique, monkeypatch):
+    """A save of the orphan's name on an overwriting disk is not taken with it."""
+    from django.conf import settings
+
+    from queued_storage.backends import QueuedStorage
+    from queued_storage.state import StateStore
+
+    fs = "django.core.files.storage.FileSystemStorage"
+    storage = QueuedStorage(
+        local=fs,
+        remote=fs,
+        local_options={"location": settings.MEDIA_ROOT, "allow_overwrite": True},
+        remote_options={"location": settings.MEDIA_ROOT + "-remote"},
+        reference="fs",
+        delayed=True,
+    )
+    name = storage.save(f"orphans/{unique}-over.txt", ContentFile(b"older"))
+    age(name)
+    remember = StateStore.remember
+
+    def save_lands(store: StateStore, changed: str, state: Any) -> None:
+        remember(store, changed, state)
+        if changed == name and state.is_deleted:
+            # A save of the same name writes its bytes right after the claim.
+            storage.local.save(name, ContentFile(b"newer"))
+
+    monkeypatch.setattr(StateStore, "remember", save_lands)
+    assert name not in [orphan.name for orphan in orphans.scan(storage, delete=True)]
+    with storage.local.open(name) as local:
+        assert local.read() == b"newer"

@@ -16,6 +16,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from queued_storage import retention
+from queued_storage.backends import QueuedStorage
 from queued_storage.models import StoredFile
 from queued_storage.state import FileState, Status
 
@@ -312,3 +313,24 @@ def test_a_host_sweeps_only_the_copies_it_wrote_unless_the_local_is_shared(fs_qu
     with override_settings(QUEUED_STORAGE_SHARED_LOCAL=True):
         assert retention.sweep(storage).removed == 1
     assert not storage.local.exists(theirs)
+
+
+def test_a_local_storage_not_on_disk_has_its_copy_deleted_by_the_sweep(tmp_path):
+    storage = QueuedStorage(
+        local="django.core.files.storage.InMemoryStorage",
+        remote="django.core.files.storage.FileSystemStorage",
+        remote_options={"location": str(tmp_path / "remote")},
+        local_retention=3600,
+        delayed=True,
+    )
+    name = storage.save("memory.txt", ContentFile(b"in memory"))
+    assert storage.transfer(name, now=True).status == Status.TRANSFERRED
+    # Its path() names a file that is not on disk.
+    assert not os.path.exists(storage.local.path(name))
+    StoredFile.objects.filter(storage=storage.reference, name=name).update(
+        transferred=timezone.now() - timedelta(hours=2)
+    )
+    assert retention.sweep(storage).removed == 1
+    assert not storage.local.exists(name)
+    assert row(storage, name).local_deleted is not None
+    assert read(storage, name) == b"in memory"

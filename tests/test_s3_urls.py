@@ -273,3 +273,45 @@ def test_queued_storage_serves_remote_urls_through_the_builder(
     assert calls == []
     assert expected[names[0]].startswith(servers["s3"].endpoint_url)
     assert expected[names[2]].startswith("/media/page/")
+
+
+def test_no_builder_when_the_sentinel_is_also_in_the_bucket_name(servers):
+    from queued_storage.s3_urls import SENTINEL
+
+    storage = S3Storage(
+        querystring_auth=False, bucket_name=SENTINEL, addressing_style="path"
+    )
+    assert url_builder(storage) is None
+    assert storage.url("a b.txt").endswith(f"/{SENTINEL}/a%20b.txt")
+
+
+def test_no_builder_when_botocore_fails_for_the_sentinel(servers, monkeypatch):
+    storage = S3Storage(querystring_auth=False)
+    client = storage.unsigned_connection.meta.client
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise ValueError("no URL today")
+
+    monkeypatch.setattr(client, "generate_presigned_url", broken)
+    assert url_builder(storage) is None
+
+
+def test_no_builder_when_the_awkward_name_fails(servers, monkeypatch):
+    storage = S3Storage(querystring_auth=False)
+    client = storage.unsigned_connection.meta.client
+    original = client.generate_presigned_url
+
+    def picky(*args: Any, **kwargs: Any) -> str:
+        if "é" in kwargs["Params"]["Key"]:
+            raise ValueError("refused")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(client, "generate_presigned_url", picky)
+    assert url_builder(storage) is None
+
+
+def test_no_builder_without_django_storages(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "storages.backends.s3", None)
+    assert url_builder(S3Storage(querystring_auth=False)) is None

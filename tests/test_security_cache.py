@@ -490,3 +490,12 @@ def test_forged_state_entry_does_not_reach_the_ledger_through_transfer(
     assert storage.transfer(name) is None  # Transferred: nothing to do.
     row = StoredFile.objects.get(storage=storage.reference, name=name)
     assert (row.status, row.version) == (Status.TRANSFERRED, version)
+
+
+def test_json_serializer_reads_numbers_as_they_come_and_anything_else_as_nothing():
+    serializer = JSONSerializer()
+    assert serializer.loads(42) == 42
+    assert serializer.loads(memoryview(b'{"a": 1}')) == {"a": 1}
+    assert serializer.loads(None) is None
+    assert serializer.loads(True) is None
+    assert serializer.loads(3.5) is None

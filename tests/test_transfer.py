@@ -7,6 +7,7 @@ from django.core.files.storage import FileSystemStorage
 
 from queued_storage.exceptions import (
     LocalFileMissing,
+    LocalFileUnsafe,
     NameChanged,
     RemoteConflict,
     VerificationFailed,
@@ -142,3 +143,29 @@ def test_streams_to_s3_in_bounded_reads(tmp_path, servers, unique):
         0 < size <= 8 * 1024 * 1024 for size in WatchedFile.reads
     )
     assert remote.size("big.bin") == len(data)
+
+
+def test_a_fifo_in_place_of_the_local_copy_is_refused_unread(local, remote):
+    import os
+
+    os.makedirs(local.location, exist_ok=True)
+    os.mkfifo(os.path.join(local.location, "pipe.txt"))
+    # Opening a FIFO to read would wait for a writer: it is never read.
+    with pytest.raises(LocalFileUnsafe, match="not a regular file"):
+        transfer_file("pipe.txt", local, remote)
+    assert not remote.exists("pipe.txt")
+
+
+def test_the_check_of_an_upload_compares_sizes_on_other_remotes(local, remote):
+    from queued_storage.transfer import remote_matches
+
+    local.save("sized.txt", ContentFile(b"12345"))
+    assert not remote_matches("sized.txt", local, remote)
+    remote.save("sized.txt", ContentFile(b"1234"))
+    assert not remote_matches("sized.txt", local, remote)
+    remote.delete("sized.txt")
+    remote.save("sized.txt", ContentFile(b"abcde"))
+    assert remote_matches("sized.txt", local, remote)
+    # A local copy that is gone leaves nothing to compare: a match.
+    local.delete("sized.txt")
+    assert remote_matches("sized.txt", local, remote)

@@ -154,3 +154,28 @@ def test_project_without_databases_is_told_to_turn_the_ledger_off(tmp_path):
     assert "QUEUED_STORAGE_LEDGER = False" in message
     assert "DATABASES" in message
     assert not (tmp_path / "local" / "a.txt").exists()
+
+
+def test_with_ledger_a_save_where_the_database_is_a_dummy_writes_nothing(
+    fs_queued, unique, tmp_path, monkeypatch
+):
+    """In process, as ``DATABASES = {}`` leaves it: the dummy backend."""
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db import connections
+
+    settings_dict = connections["default"].settings_dict
+    monkeypatch.setitem(settings_dict, "ENGINE", "django.db.backends.dummy")
+    storage = fs_queued()
+    with pytest.raises(ImproperlyConfigured, match="no 'default' database"):
+        storage.save(f"dummy/{unique}.txt", ContentFile(b"x"))
+    assert not (tmp_path / "local" / "dummy" / f"{unique}.txt").exists()
+
+
+def test_other_runtime_errors_of_a_ledger_query_pass_unchanged():
+    from queued_storage import ledger_access
+
+    def fails():
+        raise RuntimeError("something else went wrong")
+
+    with pytest.raises(RuntimeError, match="^something else went wrong$"):
+        ledger_access.run(fails, using="default")

@@ -3,6 +3,10 @@
 Everything runs without external servers: SQLite, a file-based cache shared by
 the web and worker processes, and a Celery broker made of folders (kombu's
 filesystem transport). All of it lives under ``var/`` (or ``EXAMPLE_VAR_DIR``).
+With ``EXAMPLE_RUNNER=django_tasks`` the transfers run on Django's task
+framework instead, with the database backend of django-tasks-db: the tasks are
+rows of the SQLite database, ``manage.py db_worker`` runs them, and neither a
+broker nor Celery is used.
 
 The remote storage is a second folder served at ``/media/remote/``, standing in
 for a cloud bucket. Set ``EXAMPLE_S3_BUCKET`` (and ``EXAMPLE_S3_ENDPOINT_URL``
@@ -21,6 +25,8 @@ and served as downloads unless they are plain images or text
 import os
 import secrets
 from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("EXAMPLE_VAR_DIR", BASE_DIR / "var")).resolve()
@@ -53,6 +59,12 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+#: "celery" (the default) or "django_tasks": what carries the transfers.
+RUNNER = os.environ.get("EXAMPLE_RUNNER", "celery")
+if RUNNER not in ("celery", "django_tasks"):
+    raise ImproperlyConfigured(
+        f"EXAMPLE_RUNNER must be celery or django_tasks, not {RUNNER!r}."
+    )
 DEBUG = os.environ.get("EXAMPLE_DEBUG", "0") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
@@ -61,6 +73,8 @@ INSTALLED_APPS = [
     "queued_storage",
     "gallery",
 ]
+if RUNNER == "django_tasks":
+    INSTALLED_APPS.append("django_tasks_db")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -171,30 +185,45 @@ STORAGES = {
         "OPTIONS": {
             "local": "local",
             "remote": "remote",
-            "task": "gallery.tasks.SlowTransfer",
+            "task": (
+                "gallery.task_framework.slow_transfer"
+                if RUNNER == "django_tasks"
+                else "gallery.tasks.SlowTransfer"
+            ),
+            # Kept this long after the transfer; then `manage.py
+            # queued_storage sweep` removes the local copy.
+            "local_retention": float(os.environ.get("EXAMPLE_LOCAL_RETENTION", "2")),
         },
     },
 }
 
-# Celery, read by exampleproject/celery.py.
-BROKER_DIR = VAR_DIR / "broker"
-# Naming a host keeps kombu from warning that none was given.
-CELERY_BROKER_URL = "filesystem://localhost//"
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "data_folder_in": str(BROKER_DIR / "queue"),
-    "data_folder_out": str(BROKER_DIR / "queue"),
-    "processed_folder": str(BROKER_DIR / "processed"),
-    "control_folder": str(BROKER_DIR / "control"),
-    "store_processed": False,
-    "polling_interval": 0.2,
-}
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_TASK_IGNORE_RESULT = True
-CELERY_RESULT_BACKEND = None
-CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+if RUNNER == "django_tasks":
+    # Django's task framework with its database backend: no broker, no Celery.
+    # An empty QUEUES admits every queue.
+    TASKS = {
+        "default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": []},
+    }
+    QUEUED_STORAGE_RUNNER = "django_tasks"
+else:
+    # Celery, read by exampleproject/celery.py.
+    BROKER_DIR = VAR_DIR / "broker"
+    # Naming a host keeps kombu from warning that none was given.
+    CELERY_BROKER_URL = "filesystem://localhost//"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+        "polling_interval": 0.2,
+    }
+    CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+    CELERY_TASK_IGNORE_RESULT = True
+    CELERY_RESULT_BACKEND = None
+    CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
-for folder in ("queue", "processed", "control"):
-    (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
+    for folder in ("queue", "processed", "control"):
+        (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
 
 # Retry a failed transfer soon and give up early, so that a failure shows on
 # the page within seconds (the defaults retry for hours).

@@ -50,6 +50,14 @@ class Runner(Protocol):
         ``reconcile``). Never raise for an unreachable queue.
         """
 
+    def run_inline(self, queued: QueuedStorage, name: str, version: str) -> None:
+        """Run the task of *queued* for *name* at *version* in this process.
+
+        What ``transfer(now=True)`` uses: the signed message goes to the
+        task as a worker would receive it, without a queue. Optional: a
+        runner without it has Celery's task run instead.
+        """
+
 
 def runner_path(name: str) -> str:
     """Return the dotted path of the runner class that *name* stands for.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .. import enqueue
+from .. import enqueue, message
 
 if TYPE_CHECKING:
     from ..backends import QueuedStorage
@@ -27,3 +27,13 @@ class CeleryRunner:
     ) -> Any:
         """Publish the message of *name*; return the Celery result or ``None``."""
         return enqueue.send(queued, name, version, host, delay)
+
+    def run_inline(self, queued: QueuedStorage, name: str, version: str) -> None:
+        """Run the Celery task of *queued* for *name* in this process.
+
+        ``Task.apply()`` runs it as a worker would, without a broker.
+        """
+        from ..tasks import get_task
+
+        task = get_task(queued.task)
+        task.apply(kwargs=message.sign(task.name, queued.reference, name, version))

@@ -12,6 +12,7 @@ the dispatcher or ``reconcile``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,13 +21,12 @@ from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .. import local_copy, message, registry
+from .. import handlers, message, registry
 from ..conf import settings
 from ..enqueue import transfer_queue
 from ..exceptions import InvalidMessage
 from ..machine import FileTransfer, Policy
-from ..signals import local_deleted
-from ..transfer import TransferResult, transfer_file
+from ..transfer import TransferResult
 from . import settings_policy
 
 try:  # Django 6.0 and later
@@ -62,25 +62,37 @@ class TaskTransfer:
     Override :meth:`transfer` (return ``True`` on success, ``False`` or raise
     to retry later) or :meth:`after_transfer`, then call :meth:`receive`
     from a function of your own decorated with ``@task``, and name that
-    function in the storage's ``task`` option.
+    function in the storage's ``task`` option. One handler serves one
+    message: what a delivery reads stays on the instance.
     """
+
+    #: Whether :meth:`after_transfer` removes the local copy itself (and
+    #: says so by setting :attr:`removed_local`).
+    removes_local = False
+    #: Set by :meth:`after_transfer` when it removed the local copy.
+    removed_local = False
 
     def transfer(
         self, name: str, local: Any, remote: Any, **kwargs: Any
     ) -> bool | TransferResult:
         """Copy *name* from *local* to *remote*; return whether it worked."""
-        return transfer_file(
-            name, local, remote,
-            replace=kwargs.get("replace", False),
-            content_type=kwargs.get("content_type", ""),
-            size=kwargs.get("size"),
-        )  # fmt: skip
+        return handlers.copy(name, local, remote, **kwargs)
 
     def after_transfer(self, queued: QueuedStorage, name: str) -> None:
         """Act once the file is served from the remote; a hook for subclasses."""
 
+    def apply_retention(self, queued: QueuedStorage, name: str, version: str) -> None:
+        """Apply the storage's local retention once *name* is transferred."""
+        removed, self.removed_local = self.removed_local, False
+        handlers.apply_retention(queued, name, version, self.removes_local and removed)
+
     def policy(self) -> Policy:
-        """Return the retry and lease policy, from the settings of now."""
+        """Return the retry and lease policy, from the settings of now.
+
+        An inline transfer (``transfer(now=True)``) makes one attempt only.
+        """
+        if handlers.one_attempt.get():
+            return dataclasses.replace(settings_policy(), retries=0)
         return settings_policy()
 
     def send_retry(
@@ -107,6 +119,7 @@ class TaskTransfer:
             after_transfer=self.after_transfer,
             send_retry=self.send_retry,
             sender=type(self),
+            on_transferred=self.apply_retention,
         )
 
     def receive(
@@ -127,29 +140,27 @@ class TaskTransfer:
         except (InvalidMessage, SuspiciousFileOperation) as exc:
             logger.error("Rejected a transfer message %r: %s", fields, exc)
             raise InvalidMessage(str(exc)) from None
+        self.removed_local = False
         return self.machine().run(queued, name, version)
 
 
 class TaskTransferAndDelete(TaskTransfer):
     """Transfer a file, then delete its local copy."""
 
-    _uploaded: tuple[Any, str, Any] | None = None
+    removes_local = True
+    _uploaded: handlers.Uploaded | None = None
 
     def transfer(
         self, name: str, local: Any, remote: Any, **kwargs: Any
     ) -> bool | TransferResult:
-        # One handler serves one message: what it read stays on the instance.
-        self._uploaded = (local, name, local_copy.identity(local, name))
+        self._uploaded = handlers.uploaded(local, name)
         return super().transfer(name, local, remote, **kwargs)
 
     def after_transfer(self, queued: QueuedStorage, name: str) -> None:
         """Delete the local copy, if it is still the one that was uploaded."""
-        uploaded, self._uploaded = self._uploaded, None
-        expected = None
-        if uploaded is not None and uploaded[0] is queued.local and uploaded[1] == name:
-            expected = uploaded[2]
-        if local_copy.delete_transferred(queued, name, expected):
-            local_deleted.send(type(self), name=name, storage=queued)
+        read, self._uploaded = self._uploaded, None
+        if handlers.remove_uploaded(queued, name, read, type(self)):
+            self.removed_local = True
 
 
 @task
@@ -205,6 +216,16 @@ class DjangoTasksRunner:
     def backend(self) -> Any:
         """Return the backend of the task framework that runs transfers."""
         return task_backends[self.alias()]
+
+    def run_inline(self, queued: QueuedStorage, name: str, version: str) -> None:
+        """Run the task of *queued* for *name* in this process, as a worker does.
+
+        The signed message goes to the task's function directly: no backend
+        and no queue.
+        """
+        found = get_task(task_path(queued))
+        kwargs = message.sign(found.module_path, queued.reference, name, version)
+        found.call(**kwargs)
 
     def send(
         self,

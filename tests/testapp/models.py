@@ -70,3 +70,9 @@ class Album(models.Model):
     cover = TaggedFileField(upload_to="albums", storage=get_fs_storage, blank=True)
     back = models.FileField(upload_to="albums", storage=get_fs_storage, blank=True)
     sleeve = models.FileField(upload_to="sleeves", storage=get_queued_alias, blank=True)
+
+
+class Archive(models.Model):
+    """Rows kept in the second database, "other" (see tests.routers)."""
+
+    file = models.FileField(upload_to="archive", storage=get_fs_storage, blank=True)
