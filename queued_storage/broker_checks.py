@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import Warning, register
+from django.core.checks import Error, Warning, register
 
 REDIS_SCHEMES = ("redis", "rediss", "sentinel", "redis+socket")
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
@@ -50,7 +50,19 @@ def check_broker_windows(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     max_age = _seconds(settings.QUEUED_STORAGE_MESSAGE_MAX_AGE)
     found: list[Any] = []
     if kind == "redis":
-        window = options.get("visibility_timeout", REDIS_DEFAULT_VISIBILITY)
+        given = options.get("visibility_timeout", REDIS_DEFAULT_VISIBILITY)
+        window = _seconds(given)
+        if window is None:
+            return [
+                Error(
+                    f"The Redis broker's visibility_timeout must be a number of "
+                    f"seconds, not {given!r}: kombu cannot give back the messages "
+                    "of a lost worker.",
+                    hint="Set visibility_timeout in CELERY_BROKER_TRANSPORT_OPTIONS "
+                    "to a number of seconds, or remove it.",
+                    id="queued_storage.E021",
+                )
+            ]
         if countdown is not None and countdown >= window:
             found.append(_countdown_warning("visibility_timeout", window, countdown))
         if max_age is not None and max_age < window:

@@ -434,3 +434,16 @@ def test_the_deployment_page_quorum_queue_passes_the_broker_checks(celery_conf):
         queue.queue_arguments.pop("x-dead-letter-exchange")
         celery_conf(task_queues=[queue])
         assert broker_ids() == ["queued_storage.W026"]
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"broker_transport_options": {"visibility_timeout": "120"}},
+        {"broker_transport_options": {"visibility_timeout": None}},
+    ],
+    ids=["text", "none"],
+)
+def test_a_redis_window_that_is_no_number_is_flagged_not_raised(celery_conf, conf):
+    celery_conf(broker_url="redis://127.0.0.1:6379/0", **conf)
+    assert broker_ids() == ["queued_storage.E021"]
