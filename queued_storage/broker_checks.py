@@ -68,7 +68,9 @@ def check_broker_windows(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             ]
         if countdown is not None and countdown >= window:
-            found.append(_countdown_warning(limit, "visibility_timeout", window, countdown))
+            found.append(
+                _countdown_warning(limit, "visibility_timeout", window, countdown)
+            )
         if max_age is not None and max_age < window:
             found.append(
                 Warning(
