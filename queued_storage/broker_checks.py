@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import Warning, register
+from django.core.checks import Error, Warning, register
 
 REDIS_SCHEMES = ("redis", "rediss", "sentinel", "redis+socket")
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
@@ -46,13 +46,31 @@ def check_broker_windows(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     conf = current_app.conf
     kind = broker_kind(str(conf.broker_url or ""))
     options = conf.broker_transport_options or {}
-    countdown = _seconds(settings.QUEUED_STORAGE_RETRY_COUNTDOWN_MAX)
+    # Without the ledger every retry, however long, waits in the broker.
+    limit = "RETRY_COUNTDOWN_MAX" if settings.QUEUED_STORAGE_LEDGER else (
+        "RETRY_BACKOFF_MAX"
+    )  # fmt: skip
+    countdown = _seconds(getattr(settings, f"QUEUED_STORAGE_{limit}"))
     max_age = _seconds(settings.QUEUED_STORAGE_MESSAGE_MAX_AGE)
     found: list[Any] = []
     if kind == "redis":
-        window = options.get("visibility_timeout", REDIS_DEFAULT_VISIBILITY)
+        given = options.get("visibility_timeout", REDIS_DEFAULT_VISIBILITY)
+        window = _seconds(given)
+        if window is None:
+            return [
+                Error(
+                    f"The Redis broker's visibility_timeout must be a number of "
+                    f"seconds, not {given!r}: kombu cannot give back the messages "
+                    "of a lost worker.",
+                    hint="Set visibility_timeout in CELERY_BROKER_TRANSPORT_OPTIONS "
+                    "to a number of seconds, or remove it.",
+                    id="queued_storage.E021",
+                )
+            ]
         if countdown is not None and countdown >= window:
-            found.append(_countdown_warning("visibility_timeout", window, countdown))
+            found.append(
+                _countdown_warning(limit, "visibility_timeout", window, countdown)
+            )
         if max_age is not None and max_age < window:
             found.append(
                 Warning(
@@ -70,7 +88,7 @@ def check_broker_windows(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         queues = transfer_queues(conf)
         window, window_name = _consumer_timeout(queues)
         if countdown is not None and countdown >= window:
-            found.append(_countdown_warning(window_name, window, countdown))
+            found.append(_countdown_warning(limit, window_name, window, countdown))
         found.extend(_quorum_warnings(queues))
         if not options.get("confirm_publish"):
             found.append(
@@ -200,13 +218,25 @@ def _seconds(value: Any) -> float | None:
     return None
 
 
-def _countdown_warning(window_name: str, window: float, countdown: float) -> Any:
+def _countdown_warning(
+    limit: str, window_name: str, window: float, countdown: float
+) -> Any:
+    if limit == "RETRY_COUNTDOWN_MAX":
+        hint = (
+            f"Lower QUEUED_STORAGE_RETRY_COUNTDOWN_MAX below {window_name}; "
+            "longer retries then wait in the ledger and are sent when due."
+        )
+    else:
+        hint = (
+            f"Without the ledger every retry waits in the broker: lower "
+            f"QUEUED_STORAGE_RETRY_BACKOFF_MAX below {window_name}, or set "
+            "QUEUED_STORAGE_LEDGER = True."
+        )
     return Warning(
-        f"QUEUED_STORAGE_RETRY_COUNTDOWN_MAX ({countdown} s) is not shorter than "
+        f"QUEUED_STORAGE_{limit} ({countdown} s) is not shorter than "
         f"the broker's {window_name} ({window} s): a retry that waits that long "
         "in the broker is delivered again before it is due (Redis) or closes "
         "the worker's channel (RabbitMQ).",
-        hint=f"Lower QUEUED_STORAGE_RETRY_COUNTDOWN_MAX below {window_name}; "
-        "longer retries then wait in the ledger and are sent when due.",
+        hint=hint,
         id="queued_storage.W020",
     )

@@ -243,6 +243,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="queued_storage.E005",
                 )
             )
+    lease = settings.QUEUED_STORAGE_LEASE
+    number = isinstance(lease, (int, float)) and not isinstance(lease, bool)
+    if number and 0 < lease < 1:
+        errors.append(
+            Warning(
+                f"QUEUED_STORAGE_LEASE is {lease} s: a worker that pauses that "
+                "long (a slow database, a busy host) or whose clock is that far "
+                "from another host's loses its lease while it uploads, and a "
+                "second worker uploads the same file at once.",
+                hint="Set QUEUED_STORAGE_LEASE to a second or more (default 60).",
+                id="queued_storage.W027",
+            )
+        )
     countdown = settings.QUEUED_STORAGE_RETRY_COUNTDOWN_MAX
     if (
         not isinstance(countdown, (int, float))

@@ -201,7 +201,7 @@ class Renewal:
         self, store: StateStore, name: str, version: str, owner: str, seconds: float
     ) -> None:
         self.args = (store, name, version, owner, seconds)
-        self.every = max(0.05, seconds / 3)
+        self.every = seconds / 3
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(

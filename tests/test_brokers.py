@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -227,6 +228,44 @@ def test_a_worker_killed_mid_transfer_is_taken_over_once_its_lease_expires(
     wait_for(lambda: row(name).status == Status.TRANSFERRED, timeout=60)
     assert (row(name).attempts, uploads(name)) == (2, {"start": 2, "done": 1})
     assert_alive([second])
+
+
+@on(BROKERS)
+@pytest.mark.timeout(120)
+def test_an_owner_paused_past_its_lease_leaves_the_takeovers_outcome_alone(
+    broker, workers, unique
+):
+    """SIGSTOP the worker mid-upload until its lease expires; reconcile sends
+    the file again and a second worker moves it. Resumed, the first worker
+    finds its lease lost: its upload leaves no second object at the remote
+    and its outcome is not written over the second's."""
+    first = workers()
+    name = save(unique, "paused")
+    with lease_storage.local.open(name) as handle:
+        content = handle.read()
+    wait_for(lambda: uploads(name)["start"] == 1, timeout=30)
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: row(name).lease_expires <= timezone.now(), timeout=3 * LEASE)
+        second = workers()
+        assert operations.reconcile(storage=lease_storage.reference) == [name]
+        wait_for(lambda: row(name).status == Status.TRANSFERRED, timeout=60)
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    moved = row(name)
+    assert moved.attempts == 2
+    wait_for(lambda: "Discarded" in first.log_text(), timeout=60)
+    assert "Lost the lease" in first.log_text()
+    found = row(name)
+    assert (found.status, found.attempts, found.version, found.lease_owner,
+            found.checksum, found.last_error) == (
+        Status.TRANSFERRED, 2, moved.version, "", moved.checksum, "",
+    )  # fmt: skip
+    assert uploads(name)["start"] == 2
+    assert lease_storage.remote.listdir(unique)[1] == [Path(name).name]
+    with lease_storage.remote.open(name) as handle:
+        assert handle.read() == content
+    assert_alive([first, second])
 
 
 @on(BROKERS)

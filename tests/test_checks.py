@@ -434,3 +434,33 @@ def test_the_deployment_page_quorum_queue_passes_the_broker_checks(celery_conf):
         queue.queue_arguments.pop("x-dead-letter-exchange")
         celery_conf(task_queues=[queue])
         assert broker_ids() == ["queued_storage.W026"]
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"broker_transport_options": {"visibility_timeout": "120"}},
+        {"broker_transport_options": {"visibility_timeout": None}},
+    ],
+    ids=["text", "none"],
+)
+def test_a_redis_window_that_is_no_number_is_flagged_not_raised(celery_conf, conf):
+    celery_conf(broker_url="redis://127.0.0.1:6379/0", **conf)
+    assert broker_ids() == ["queued_storage.E021"]
+
+
+def test_without_the_ledger_a_backoff_longer_than_the_redis_window_is_flagged(
+    celery_conf,
+):
+    celery_conf(broker_transport_options={"visibility_timeout": 3600})
+    assert broker_ids() == []
+    with override_settings(
+        QUEUED_STORAGE_LEDGER=False, QUEUED_STORAGE_RETRY_BACKOFF_MAX=7200
+    ):
+        (warning,) = broker_checks_found()
+        assert warning.id == "queued_storage.W020"
+        assert "QUEUED_STORAGE_RETRY_BACKOFF_MAX" in warning.hint
+    with override_settings(
+        QUEUED_STORAGE_LEDGER=False, QUEUED_STORAGE_RETRY_BACKOFF_MAX=1800
+    ):
+        assert broker_ids() == []

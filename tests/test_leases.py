@@ -430,3 +430,21 @@ def test_without_the_ledger_a_lease_outlives_a_cache_that_goes_down(cache_only, 
     assert any("lease not renewed" in m for m in messages)
     assert any("lease left to expire" in m for m in messages)
     assert leases.claim(storage.state, name, version, "x", 30).claim is Claim.BUSY
+
+
+@pytest.mark.parametrize("seconds", [0.03, 0.6, 60])
+def test_a_lease_of_any_length_is_renewed_three_times_before_it_expires(
+    storage, seconds
+):
+    renewal = leases.Renewal(storage.state, "any.txt", "v", "owner-a", seconds)
+    assert renewal.every * 3 == pytest.approx(seconds)
+
+
+def test_a_lease_shorter_than_a_second_is_flagged(storage):
+    from queued_storage import checks
+
+    with override_settings(QUEUED_STORAGE_LEASE=0.5):
+        found = [m.id for m in checks.check_settings()]
+        assert found == ["queued_storage.W027"]
+    with override_settings(QUEUED_STORAGE_LEASE=1):
+        assert [m.id for m in checks.check_settings()] == []
