@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.files import File, locks
@@ -21,7 +22,7 @@ from .conf import settings
 from .enqueue import transfer_queue as transfer_queue  # where it used to be
 from .exceptions import NameTaken
 from .inline import run_transfer
-from .runners import Runner, get_runner
+from .runners import RUNNERS, Runner, get_runner, runner_path
 from .s3_urls import url_builder
 from .signals import file_queued
 from .state import FileState, Status
@@ -63,7 +64,9 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             return False
         if self.overwrites:
             return True
-        if self.state.in_use(name):
+        if not (_SAVING.get() and self.state.ledger) and self.state.in_use(name):
+            # In save(), the ledger's exclusive write that records the file
+            # answers the same question in the same statement.
             return False
         if settings.QUEUED_STORAGE_NAME_CHECK == "remote":
             try:
@@ -111,7 +114,11 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             name = content.name
         if not hasattr(content, "chunks"):
             content = File(content, name)
-        name = self.get_available_name(self.validate_name(name), max_length)
+        saving = _SAVING.set(True)
+        try:
+            name = self.get_available_name(self.validate_name(name), max_length)
+        finally:
+            _SAVING.reset(saving)
         local, chosen = _recording_names(self.local)
         try:
             saved = local.save(name, content, max_length)
@@ -213,10 +220,19 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             return None
 
     def uses_outbox(self) -> bool:
-        """Return whether a save leaves its transfer message to the dispatcher."""
-        return bool(
-            settings.QUEUED_STORAGE_OUTBOX and self.state.ledger and not self.delayed
-        )
+        """Return whether a save leaves its transfer message to the dispatcher.
+
+        :setting:`QUEUED_STORAGE_OUTBOX` ``None`` (the default) means yes
+        with the ledger and the Celery runner, whose worker nodes run the
+        dispatcher; the other runners send from ``save()``. Never for a
+        delayed storage, nor without the ledger.
+        """
+        outbox = settings.QUEUED_STORAGE_OUTBOX
+        if outbox is False or self.delayed or not self.state.ledger:
+            return False
+        if outbox is None:
+            return runner_path(self.runner_name()) == RUNNERS["celery"]
+        return bool(outbox)
 
     def _remove_partial(self, name: str) -> None:
         """Remove what a failed local write left under *name*.
@@ -490,6 +506,8 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
 
 #: How many names a save tries when other saves keep taking them.
 _NAME_ATTEMPTS = 5
+#: Set while save() chooses its name: the ledger's write checks it then.
+_SAVING: ContextVar[bool] = ContextVar("queued_storage_saving", default=False)
 
 
 def _recording_names(local: Any) -> tuple[Any, list[str]]:

@@ -273,6 +273,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="queued_storage.E008",
             )
         )
+    if settings.QUEUED_STORAGE_OUTBOX not in (None, True, False):
+        errors.append(
+            Error(
+                "QUEUED_STORAGE_OUTBOX must be None (the outbox with the ledger "
+                "and the Celery runner), True or False, not "
+                f"{settings.QUEUED_STORAGE_OUTBOX!r}.",
+                id="queued_storage.E060",
+            )
+        )
+    interval = settings.QUEUED_STORAGE_DISPATCH_INTERVAL
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, (int, float))
+        or not 0 < interval <= 60
+    ):
+        errors.append(
+            Error(
+                "QUEUED_STORAGE_DISPATCH_INTERVAL must be a number of seconds "
+                f"above 0 and at most 60, not {interval!r}.",
+                id="queued_storage.E061",
+            )
+        )
     return errors
 
 

@@ -43,10 +43,17 @@ class QueuedStorageConf(AppConf):
     #: How many times a message may be delivered again after a worker was lost
     #: before the transfer is marked failed.
     MAX_DELIVERIES = 5
-    #: Leave the transfer message of a save to the dispatcher
-    #: (``manage.py queued_storage dispatch``) instead of sending it from
-    #: ``save()``: the ledger row is the message. Needs the ledger.
-    OUTBOX = False
+    #: Leave the transfer message of a save to the dispatcher instead of
+    #: sending it from ``save()``: the ledger row is the message. ``None``
+    #: (the default) does so whenever the ledger is on and the storage's
+    #: runner is Celery, whose worker nodes run the dispatcher; ``True`` for
+    #: every runner (needs the ledger), ``False`` sends from ``save()``.
+    OUTBOX = None
+    #: Run the dispatcher in a thread of every Celery worker node.
+    WORKER_DISPATCH = True
+    #: Seconds the dispatcher of a worker node waits before it looks at an
+    #: empty outbox again.
+    DISPATCH_INTERVAL = 0.2
     #: Seconds a worker's lease of a file lasts unless renewed; the worker
     #: renews it every third of that while the upload runs.
     LEASE = 60

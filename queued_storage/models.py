@@ -67,6 +67,13 @@ class StoredFile(models.Model):
             models.Index(
                 fields=["storage", "transferred"], name="queued_storage_transferred"
             ),
+            # The dispatchers' look at the outbox, several times a second
+            # from every worker node, reads only the rows waiting in it.
+            models.Index(
+                fields=["updated"],
+                condition=models.Q(outbox=True),
+                name="queued_storage_outbox",
+            ),
         ]
 
     def __str__(self) -> str:
