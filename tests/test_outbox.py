@@ -52,7 +52,10 @@ def storage(fs_queued, unique):
 
 @pytest.fixture
 def outbox():
-    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+    """The outbox, emptied only by the dispatches of the test itself."""
+    with override_settings(
+        QUEUED_STORAGE_OUTBOX=True, QUEUED_STORAGE_WORKER_DISPATCH=False
+    ):
         yield
 
 
@@ -98,6 +101,7 @@ def test_save_sends_nothing_and_the_dispatcher_sends_the_message(
     assert queue() == 1
 
 
+@override_settings(QUEUED_STORAGE_OUTBOX=False)
 def test_without_the_outbox_save_sends_the_message_itself(queue, storage):
     name = storage.save("b.txt", ContentFile(b"x"))
     assert queue() == 1
