@@ -259,3 +259,31 @@ def test_the_admin_filters_the_outbox(
     assert re.search(r"By\s+in the outbox", content)  # The filter is offered.
     assert waiting in content
     assert sent not in content
+
+
+def test_status_and_health_show_messages_stuck_in_the_outbox(outbox, queue, storage):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from queued_storage import health
+
+    assert health.probe_outbox(5).detail == "empty"
+    name = storage.save("stuck.txt", ContentFile(b"x"))
+    fresh = health.probe_outbox(5)
+    assert fresh.ok and fresh.detail.startswith("1 waiting")
+    StoredFile.objects.filter(storage=storage.reference, name=name).update(
+        updated=timezone.now() - timedelta(seconds=600)
+    )
+    out = io.StringIO()
+    call_command(
+        "queued_storage", "status", "--storage", storage.reference, stdout=out
+    )
+    text = out.getvalue()
+    assert re.search(r"in the outbox: 1, the oldest for 6\d\d s", text), text
+    assert "every Celery worker node sends them" in text
+    stuck = health.probe_outbox(5)
+    assert (stuck.ok, stuck.warning) == (False, True)
+    assert "QUEUED_STORAGE_WORKER_DISPATCH" in stuck.hint
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        assert health.probe_outbox(5).ok
