@@ -58,7 +58,10 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         A name recorded for a file that is not deleted (pending,
         transferring, failed or transferred, saved by any host) is never
         free, whatever :setting:`QUEUED_STORAGE_NAME_CHECK` says; with
-        ``"remote"``, the remote storage must also not have it.
+        ``"remote"``, the remote storage must also not have it. Within
+        ``save()`` with the ledger, the write that records the file checks
+        the recorded names, in the same statement (another name is chosen
+        when it refuses).
         """
         if not self.local.is_name_available(name, max_length=max_length):
             return False
@@ -68,7 +71,7 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             # In save(), the ledger's exclusive write that records the file
             # answers the same question in the same statement.
             return False
-        if settings.QUEUED_STORAGE_NAME_CHECK == "remote":
+        if self.name_check() == "remote":
             try:
                 return not self.remote.exists(name)
             except Exception as exc:
@@ -80,6 +83,18 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
                     extra={"file_name": name, "storage": self.reference},
                 )  # fmt: skip
         return True
+
+    def name_check(self) -> str:
+        """Return how a name is checked free on the remote, as of now.
+
+        :setting:`QUEUED_STORAGE_NAME_CHECK` when set; otherwise ``"state"``
+        with the ledger, which records every name saved, and ``"remote"``
+        without it.
+        """
+        chosen = settings.QUEUED_STORAGE_NAME_CHECK
+        if chosen is None:
+            return "state" if self.state.ledger else "remote"
+        return str(chosen)
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         """Return a name free on both storages, based on *name*."""

@@ -256,10 +256,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="queued_storage.E020",
             )
         )
-    if settings.QUEUED_STORAGE_NAME_CHECK not in ("remote", "state"):
+    if settings.QUEUED_STORAGE_NAME_CHECK not in (None, "remote", "state"):
         errors.append(
             Error(
-                "QUEUED_STORAGE_NAME_CHECK must be 'remote' or 'state', not "
+                "QUEUED_STORAGE_NAME_CHECK must be 'remote', 'state' or None (the "
+                "default: 'state' with the ledger, 'remote' without), not "
                 f"{settings.QUEUED_STORAGE_NAME_CHECK!r}.",
                 id="queued_storage.E006",
             )

@@ -38,8 +38,9 @@ class QueuedStorageConf(AppConf):
     SHARED_LOCAL = False
     #: How ``get_available_name`` decides that a name is free on the remote:
     #: ``"remote"`` asks the remote storage, ``"state"`` trusts the recorded
-    #: states and lets the transfer catch the rare collision.
-    NAME_CHECK = "remote"
+    #: states and lets the transfer catch the rare collision. ``None`` (the
+    #: default) is ``"state"`` with the ledger, ``"remote"`` without.
+    NAME_CHECK = None
     #: How many times a message may be delivered again after a worker was lost
     #: before the transfer is marked failed.
     MAX_DELIVERIES = 5

@@ -276,9 +276,7 @@ def test_status_and_health_show_messages_stuck_in_the_outbox(outbox, queue, stor
         updated=timezone.now() - timedelta(seconds=600)
     )
     out = io.StringIO()
-    call_command(
-        "queued_storage", "status", "--storage", storage.reference, stdout=out
-    )
+    call_command("queued_storage", "status", "--storage", storage.reference, stdout=out)
     text = out.getvalue()
     assert re.search(r"in the outbox: 1, the oldest for 6\d\d s", text), text
     assert "every Celery worker node sends them" in text

@@ -147,7 +147,9 @@ class Command(BaseCommand):
         self.say(options, "oldest pending: " + ("-" if age is None else f"{age:.0f} s"))
         waiting, waited = result["outbox"], result["outbox_oldest_seconds"]
         if waiting and waited is not None:
-            self.say(options, f"in the outbox: {waiting}, the oldest for {waited:.0f} s")
+            self.say(
+                options, f"in the outbox: {waiting}, the oldest for {waited:.0f} s"
+            )
         else:
             self.say(options, f"in the outbox: {waiting}")
         if waited is not None and waited > OUTBOX_STUCK:
