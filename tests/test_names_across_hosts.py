@@ -211,8 +211,8 @@ def test_exclusive_ledger_write_takes_the_name_of_a_deleted_file(hosts, ledger_p
     assert rows(hosts("a")) == {"x.txt": "second", "y.txt": "new"}
 
 
-def test_save_with_the_remote_check_costs_one_select_and_one_insert(hosts):
-    """The live-name guard adds no statement: the check, then the claim."""
+def test_save_with_the_remote_check_costs_one_insert(hosts):
+    """The live-name guard adds no statement: the claim itself checks the name."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -221,4 +221,4 @@ def test_save_with_the_remote_check_costs_one_select_and_one_insert(hosts):
         with CaptureQueriesContext(connection) as queries:
             a.save("counted.txt", ContentFile(b"x"))
     kinds = [query["sql"].split(None, 1)[0].upper() for query in queries]
-    assert kinds == ["SELECT", "INSERT"]
+    assert kinds == ["INSERT"]
