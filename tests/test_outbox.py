@@ -285,3 +285,31 @@ def test_status_and_health_show_messages_stuck_in_the_outbox(outbox, queue, stor
     assert "QUEUED_STORAGE_WORKER_DISPATCH" in stuck.hint
     with override_settings(QUEUED_STORAGE_LEDGER=False):
         assert health.probe_outbox(5).ok
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "error"),
+    [
+        ("QUEUED_STORAGE_OUTBOX", "yes", "queued_storage.E060"),
+        ("QUEUED_STORAGE_DISPATCH_INTERVAL", 0, "queued_storage.E061"),
+        ("QUEUED_STORAGE_DISPATCH_INTERVAL", "0.2", "queued_storage.E061"),
+        ("QUEUED_STORAGE_DISPATCH_INTERVAL", True, "queued_storage.E061"),
+    ],
+)
+def test_checks_report_a_bad_outbox_or_dispatch_interval(setting, value, error):
+    with override_settings(**{setting: value}):
+        assert error in [e.id for e in check_settings()]
+    ids = [e.id for e in check_settings()]
+    assert "queued_storage.E060" not in ids and "queued_storage.E061" not in ids
+
+
+def test_the_default_outbox_is_for_celery_with_the_ledger(storage):
+    assert storage.uses_outbox()
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        assert not storage.uses_outbox()
+    with override_settings(QUEUED_STORAGE_OUTBOX=False):
+        assert not storage.uses_outbox()
+    storage.runner = "django_tasks"
+    assert not storage.uses_outbox()  # Its enqueue is one INSERT already.
+    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+        assert storage.uses_outbox()

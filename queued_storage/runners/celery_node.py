@@ -22,7 +22,7 @@ from typing import Any
 
 from celery import bootsteps
 from celery.signals import worker_init
-from django.db import connections
+from django.db import close_old_connections, connections
 
 from .. import dispatch
 from ..conf import settings
@@ -50,7 +50,13 @@ class DispatcherThread(threading.Thread):
         self.app.set_current()
         try:
             while not self.stopping.is_set():
-                sent = self.one_pass()
+                try:
+                    sent = self.one_pass()
+                finally:
+                    # As after a request: a connection past CONN_MAX_AGE (at
+                    # once by default) or broken is closed. An open one would
+                    # be inherited by every pool process forked later.
+                    close_old_connections()
                 if sent < BATCH:
                     self.stopping.wait(_interval())
         finally:
@@ -71,7 +77,6 @@ class DispatcherThread(threading.Thread):
                     "(%s: %s); it keeps trying.", type(exc).__name__, exc,
                 )  # fmt: skip
             self.failing = True
-            _drop_broken_connections()
             return 0
         if self.failing:
             logger.info("The worker's outbox dispatcher reads the ledger again.")
@@ -123,13 +128,6 @@ def _interval() -> float:
         return max(0.01, float(settings.QUEUED_STORAGE_DISPATCH_INTERVAL))
     except (TypeError, ValueError):  # Reported by check queued_storage.E061.
         return 0.2
-
-
-def _drop_broken_connections() -> None:
-    """Close this thread's connections that an error left unusable."""
-    for connection in connections.all(initialized_only=True):
-        if connection.connection is not None and not connection.is_usable():
-            connection.close()
 
 
 def _add_step(sender: Any = None, **kwargs: Any) -> None:
