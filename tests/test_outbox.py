@@ -313,3 +313,11 @@ def test_the_default_outbox_is_for_celery_with_the_ledger(storage):
     assert not storage.uses_outbox()  # Its enqueue is one INSERT already.
     with override_settings(QUEUED_STORAGE_OUTBOX=True):
         assert storage.uses_outbox()
+
+
+def test_a_file_deleted_in_the_outbox_is_never_sent(outbox, queue, storage):
+    name = storage.save("gone.txt", ContentFile(b"x"))
+    storage.delete(name)
+    assert dispatch.dispatch(storage=storage.reference) == []
+    assert queue() == 0
+    assert row(storage, name).status == Status.DELETED
