@@ -60,19 +60,14 @@ class StoredFile(models.Model):
             )
         ]
         indexes = [
+            # Also the dispatchers' look at the outbox, several times a
+            # second from every worker node: pending rows, oldest first.
             models.Index(fields=["status", "updated"], name="queued_storage_status"),
             # Pages of one storage's rows, by key (orphans) and by transfer
             # time (the local retention sweep), without sorting the table.
             models.Index(fields=["storage", "id"], name="queued_storage_pages"),
             models.Index(
                 fields=["storage", "transferred"], name="queued_storage_transferred"
-            ),
-            # The dispatchers' look at the outbox, several times a second
-            # from every worker node, reads only the rows waiting in it.
-            models.Index(
-                fields=["updated"],
-                condition=models.Q(outbox=True),
-                name="queued_storage_outbox",
             ),
         ]
 
