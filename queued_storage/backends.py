@@ -201,15 +201,10 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
     def _move_local(self, name: str, max_length: int | None) -> str:
         """Move this save's local copy of *name* to a free name; return it."""
         new = self.get_available_name(name, max_length)
-        local, chosen = _recording_names(self.local)
-        try:
-            with self.local.open(name, "rb") as content:
-                saved = local.save(new, content, max_length)
-        except Exception:
-            # As in save(): what a failed write left is under its last choice.
-            if chosen:
-                self._remove_partial(chosen[-1])
-            raise
+        if self._linked(name, new):
+            saved = new
+        else:
+            saved = self._copied(name, new, max_length)
         try:
             moved = self.validate_name(saved)
         except BaseException:
@@ -221,6 +216,37 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             moved, extra={"file_name": moved, "storage": self.reference},
         )  # fmt: skip
         return moved
+
+    def _linked(self, name: str, new: str) -> bool:
+        """Give the local copy of *name* the name *new* too; return whether done.
+
+        A hard link in the same folder costs no copy of the bytes, whatever
+        the file's size, and fails if *new* was taken meanwhile. A local
+        storage without paths, or a file system without links, is copied.
+        """
+        try:
+            source, target = self.local.path(name), self.local.path(new)
+        except NotImplementedError:
+            return False
+        if os.path.dirname(source) != os.path.dirname(target):
+            return False
+        try:
+            os.link(source, target)
+        except OSError:
+            return False
+        return True
+
+    def _copied(self, name: str, new: str, max_length: int | None) -> str:
+        """Write a copy of the local *name* under *new* (or the name chosen)."""
+        local, chosen = _recording_names(self.local)
+        try:
+            with self.local.open(name, "rb") as content:
+                return str(local.save(new, content, max_length))
+        except Exception:
+            # As in save(): what a failed write left is under its last choice.
+            if chosen:
+                self._remove_partial(chosen[-1])
+            raise
 
     def _written_size(self, name: str) -> int | None:
         """Return the size in bytes of the local copy of *name*, if known.
