@@ -17,6 +17,8 @@ AIM = {"color": "#e67e22", "linestyle": ":", "linewidth": 1.2}
 COLORS = {True: "#2e86c1", False: "#c0392b", None: "#95a5a6"}
 SAVE = "save.10KiB"
 VARIANTS = {
+    "queued_default": "default (outbox)",
+    "queued_default_plain": "default, plain SQLite",
     "queued_state_check_outbox": "state check, outbox",
     "queued_state_check": "state check",
     "queued_state_check_no_ledger": "state check, no ledger",
@@ -27,6 +29,7 @@ SIZES = [
     (f"{size}: {name}", f"save.{size}.versus_filesystem.{label}.ratio")
     for size in ("10KiB", "1MiB", "100MiB")
     for label, name in (
+        ("queued_default", "default"),
         ("queued_state_check_outbox", "outbox"),
         ("queued_state_check", "state check"),
         ("s3storage", "S3Storage"),
@@ -72,6 +75,29 @@ PANELS = [
         ],
         goal=3,
         judged=("state check, outbox", "state check", "state check, no ledger"),
+    ),
+    Panel(
+        "Save, default configuration: 10 KiB over FileSystemStorage.save\n"
+        "(Redis round-trip times) and 1 MiB (ratio)",
+        [
+            ("10 KiB", f"{SAVE}.versus_filesystem.queued_default.overhead_round_trips"),
+            (
+                "10 KiB, plain SQLite",
+                f"{SAVE}.versus_filesystem.queued_default_plain.overhead_round_trips",
+            ),
+            ("1 MiB ratio", "save.1MiB.versus_filesystem.queued_default.ratio"),
+        ],
+        goal=2,
+    ),
+    Panel(
+        "Commit of a save to the start of its transfer (ms)\n"
+        "dispatcher in the worker node; goal p99, aim p50",
+        [
+            ("p50", "save.dispatch_latency.p50_ms"),
+            ("p99", "save.dispatch_latency.p99_ms"),
+        ],
+        goal=1000,
+        aim=250,
     ),
     Panel(
         "Save: time / FileSystemStorage.save time, by size (log)",

@@ -118,6 +118,8 @@ def start(stack: ExitStack, *, quick: bool, db: str) -> Bench:
     import benchmarks.celery_app  # noqa: F401
 
     call_command("migrate", verbosity=0)
+    if db != "postgres":
+        call_command("migrate", database="plain", verbosity=0)
     (work / "local").mkdir()
     return Bench(quick=quick, work=work, redis=redis, s3=s3, db=db, stack=stack)
 

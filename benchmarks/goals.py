@@ -62,6 +62,27 @@ GOALS = [
     Goal("save_overhead_outbox", "Time a 10 KiB save adds to FileSystemStorage.save, "
          "state check, outbox", "round-trip times", 3, "max",
          f"{SAVE}.versus_filesystem.queued_state_check_outbox.overhead_round_trips"),
+    Goal("save_overhead_default", "Time a 10 KiB save adds to "
+         "FileSystemStorage.save, default configuration", "round-trip times", 2,
+         "max", f"{SAVE}.versus_filesystem.queued_default.overhead_round_trips"),
+    Goal("save_overhead_default_plain", "Time a 10 KiB save adds to "
+         "FileSystemStorage.save, default configuration on plain SQLite",
+         "round-trip times", 2, "max",
+         f"{SAVE}.versus_filesystem.queued_default_plain.overhead_round_trips"),
+    Goal("save_ratio_default_1mib", "1 MiB save against FileSystemStorage.save, "
+         "default configuration", "ratio", 2, "max",
+         "save.1MiB.versus_filesystem.queued_default.ratio"),
+    Goal("save_round_trips_default", "Redis round trips of a save, default "
+         "configuration", "round trips", 1, "max",
+         f"{SAVE}.counts.queued_default.redis_round_trips"),
+    Goal("save_statements_default", "Ledger statements of a save, default "
+         "configuration", "statements", 1, "max",
+         f"{SAVE}.counts.queued_default.sql_statements"),
+    Goal("dispatch_latency_p50", "Commit of a save to the start of its transfer, "
+         "median (dispatcher in the worker node)", "ms", 250, "max",
+         "save.dispatch_latency.p50_ms"),
+    Goal("dispatch_latency_p99", "Commit of a save to the start of its transfer, "
+         "99th percentile", "ms", 1000, "max", "save.dispatch_latency.p99_ms"),
     Goal("read_round_trips", "Most cache round trips of url(), exists() or size() on "
          "a known state", "round trips", 1, "max"),
     Goal("read_remote_requests", "Remote requests of url(), exists() and size() on a "

@@ -1,10 +1,16 @@
 """Section 1: the cost of ``QueuedStorage.save()`` over a plain local save.
 
 Each size is saved by every variant in the same loop: the plain
-``FileSystemStorage`` (the baseline), the queued storage with each name check
-and with the ledger on and off, and ``S3Storage`` straight to the endpoint.
-A Django ``RedisCache.get`` of a missing key is timed in the same loop too,
-so that the overhead can be given in Redis round trips.
+``FileSystemStorage`` (the baseline), the queued storage in the default
+configuration (the outbox), in the default configuration on a plain SQLite
+database (no WAL, no options, as a new project has it), with each name check
+sending the message from ``save()``, with the ledger on and off, and
+``S3Storage`` straight to the endpoint. A Django ``RedisCache.get`` of a
+missing key is timed in the same loop too, so that the overhead can be given
+in Redis round trips.
+
+Then, with a real worker node running the dispatcher in its thread, the time
+from each save's commit to the start of its transfer (``dispatch_latency``).
 """
 
 from __future__ import annotations
@@ -27,13 +33,17 @@ from .measure import (
 KIB = 1024
 MIB = 1024 * KIB
 
-#: ``label: (NAME_CHECK, LEDGER, OUTBOX)`` of each queued variant.
-QUEUED_VARIANTS = {
-    "queued_remote_check": ("remote", True, False),
-    "queued_state_check": ("state", True, False),
-    "queued_state_check_no_ledger": ("state", False, False),
-    "queued_remote_check_no_ledger": ("remote", False, False),
-    "queued_state_check_outbox": ("state", True, True),
+#: ``label: (NAME_CHECK, LEDGER, OUTBOX, ledger database)`` of each variant;
+#: ``None`` is the package's default (the ``state`` check and the outbox,
+#: with the ledger), whatever ``benchmarks/settings.py`` sets.
+QUEUED_VARIANTS: dict[str, tuple[str | None, bool, bool | None, str]] = {
+    "queued_default": (None, True, None, "default"),
+    "queued_default_plain": (None, True, None, "plain"),
+    "queued_remote_check": ("remote", True, False, "default"),
+    "queued_state_check": ("state", True, False, "default"),
+    "queued_state_check_no_ledger": ("state", False, False, "default"),
+    "queued_remote_check_no_ledger": ("remote", False, False, "default"),
+    "queued_state_check_outbox": ("state", True, True, "default"),
 }
 
 
@@ -47,13 +57,16 @@ def sizes(bench: Bench) -> list[tuple[str, int, int, float]]:
 
 
 @contextmanager
-def configured(name_check: str, ledger: bool, outbox: bool) -> Iterator[None]:
+def configured(
+    name_check: str | None, ledger: bool, outbox: bool | None, database: str
+) -> Iterator[None]:
     from django.test import override_settings
 
     with override_settings(
         QUEUED_STORAGE_NAME_CHECK=name_check,
         QUEUED_STORAGE_LEDGER=ledger,
         QUEUED_STORAGE_OUTBOX=outbox,
+        BENCH_LEDGER_DB=database,
     ):
         yield
 
@@ -137,10 +150,11 @@ def publish_case(bench: Bench) -> Case:
 
 def count(bench: Bench, label: str, size: str, data: bytes) -> dict[str, Any]:
     """Count the round trips of one save of a queued variant."""
-    from django.db import connection
+    from django.db import connections
 
     variant = QueuedVariant(bench, label, size, data)
     prepared = variant.prepare(10**6)
+    connection = connections[variant.settings[3]]
     queries: list[str] = []
 
     def record(execute: Any, sql: str, *args: Any) -> Any:
@@ -156,7 +170,10 @@ def count(bench: Bench, label: str, size: str, data: bytes) -> dict[str, Any]:
             variant.run(prepared)
     finally:
         variant.cleanup(prepared)
-    return {"redis_round_trips": redis[0], "s3_requests": s3, "sql": queries}
+    return {
+        "redis_round_trips": redis[0], "s3_requests": s3, "sql": queries,
+        "sql_statements": len(queries),
+    }  # fmt: skip
 
 
 def run(bench: Bench) -> dict[str, Any]:
@@ -196,4 +213,82 @@ def run(bench: Bench) -> dict[str, Any]:
             else {},
         }
         bench.purge_queue()
+    clear_outbox()
+    results["dispatch_latency"] = dispatch_latency(bench)
     return results
+
+
+def clear_outbox() -> None:
+    """Take this section's saves out of the outbox: no worker is to send them."""
+    from queued_storage.models import StoredFile
+
+    for alias in ("default", "plain"):
+        StoredFile.objects.using(alias).filter(name__startswith="save/").delete()
+
+
+def dispatch_latency(bench: Bench) -> dict[str, Any]:
+    """Time from each save's commit to the start of its transfer, in ms.
+
+    A real worker node (prefork, two processes) runs the dispatcher in its
+    thread; each save is in the default configuration, outside a
+    transaction, so it has committed when ``save()`` returns. The saves come
+    at random moments, about ten a second, as uploads do. The worker records
+    when each transfer task starts.
+    """
+    import json
+    import random
+    import time
+
+    from django.core.files.base import ContentFile
+
+    from benchmarks.celery_app import START_MARKS, STARTS
+
+    count = bench.pick(40, 300)
+    marks = bench.redis_client(2)
+    marks.delete(STARTS)
+    flag = bench.work / START_MARKS
+    flag.touch()
+    storage = bench.storage
+    committed: dict[str, float] = {}
+    try:
+        bench.start_worker()
+        # Warm up: the worker's first transfers open their connections.
+        warm = [
+            storage.save(f"latency/warm-{i}.bin", ContentFile(b"w")) for i in range(4)
+        ]
+        deadline = time.monotonic() + 30
+        while marks.llen(STARTS) < len(warm) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        marks.delete(STARTS)
+        # About ten saves a second, well within what the worker transfers:
+        # the figure is the dispatch, not a queue building up behind it.
+        for i in range(count):
+            name = storage.save(f"latency/{i}.bin", ContentFile(b"l" * 1024))
+            committed[name] = time.time()
+            time.sleep(random.uniform(0, 0.2))  # noqa: S311 - not a secret
+        deadline = time.monotonic() + 60
+        while marks.llen(STARTS) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        flag.unlink()
+    started: dict[str, float] = {}
+    for raw in marks.lrange(STARTS, 0, -1):
+        name, when = json.loads(raw)
+        started.setdefault(name, when)
+    marks.delete(STARTS)
+    samples = sorted(
+        (started[name] - at) * 1000 for name, at in committed.items() if name in started
+    )
+    if not samples:
+        return {"samples": 0, "missing": count}
+
+    def quantile(q: float) -> float:
+        return samples[min(len(samples) - 1, int(q * len(samples)))]
+
+    return {
+        "samples": len(samples),
+        "missing": count - len(samples),
+        "p50_ms": quantile(0.5),
+        "p99_ms": quantile(0.99),
+        "max_ms": samples[-1],
+    }

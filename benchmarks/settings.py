@@ -46,6 +46,20 @@ else:
         }
     }
 
+# The plain configuration: SQLite as a new project has it, no WAL, no options.
+# The save section routes the ledger there for its "plain" variants.
+DATABASES["plain"] = (
+    {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.path.join(WORK, "plain.sqlite3"),
+    }
+    if ENV("QS_BENCH_DB") != "postgres"
+    else dict(DATABASES["default"])
+)
+DATABASE_ROUTERS = ["benchmarks.routers.LedgerRouter"]
+#: The alias of the database that holds the ledger (the save section changes it).
+BENCH_LEDGER_DB = "default"
+
 REDIS_URL = ENV("QS_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 CACHES = {
     "default": {

@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.files import File, locks
@@ -21,7 +22,7 @@ from .conf import settings
 from .enqueue import transfer_queue as transfer_queue  # where it used to be
 from .exceptions import NameTaken
 from .inline import run_transfer
-from .runners import Runner, get_runner, runner_path
+from .runners import RUNNERS, Runner, get_runner, runner_path
 from .s3_urls import url_builder
 from .signals import file_queued
 from .state import FileState, Status
@@ -57,15 +58,20 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         A name recorded for a file that is not deleted (pending,
         transferring, failed or transferred, saved by any host) is never
         free, whatever :setting:`QUEUED_STORAGE_NAME_CHECK` says; with
-        ``"remote"``, the remote storage must also not have it.
+        ``"remote"``, the remote storage must also not have it. Within
+        ``save()`` with the ledger, the write that records the file checks
+        the recorded names, in the same statement (another name is chosen
+        when it refuses).
         """
         if not self.local.is_name_available(name, max_length=max_length):
             return False
         if self.overwrites:
             return True
-        if self.state.in_use(name):
+        if not (_SAVING.get() and self.state.ledger) and self.state.in_use(name):
+            # In save(), the ledger's exclusive write that records the file
+            # answers the same question in the same statement.
             return False
-        if settings.QUEUED_STORAGE_NAME_CHECK == "remote":
+        if self.name_check() == "remote":
             try:
                 return not self.remote.exists(name)
             except Exception as exc:
@@ -77,6 +83,18 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
                     extra={"file_name": name, "storage": self.reference},
                 )  # fmt: skip
         return True
+
+    def name_check(self) -> str:
+        """Return how a name is checked free on the remote, as of now.
+
+        :setting:`QUEUED_STORAGE_NAME_CHECK` when set; otherwise ``"state"``
+        with the ledger, which records every name saved, and ``"remote"``
+        without it.
+        """
+        chosen = settings.QUEUED_STORAGE_NAME_CHECK
+        if chosen is None:
+            return "state" if self.state.ledger else "remote"
+        return str(chosen)
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         """Return a name free on both storages, based on *name*."""
@@ -111,7 +129,11 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             name = content.name
         if not hasattr(content, "chunks"):
             content = File(content, name)
-        name = self.get_available_name(self.validate_name(name), max_length)
+        saving = _SAVING.set(True)
+        try:
+            name = self.get_available_name(self.validate_name(name), max_length)
+        finally:
+            _SAVING.reset(saving)
         if not self.delayed:
             # A misspelt runner name is refused before anything is written.
             runner_path(self.runner_name())
@@ -182,15 +204,10 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
     def _move_local(self, name: str, max_length: int | None) -> str:
         """Move this save's local copy of *name* to a free name; return it."""
         new = self.get_available_name(name, max_length)
-        local, chosen = _recording_names(self.local)
-        try:
-            with self.local.open(name, "rb") as content:
-                saved = local.save(new, content, max_length)
-        except Exception:
-            # As in save(): what a failed write left is under its last choice.
-            if chosen:
-                self._remove_partial(chosen[-1])
-            raise
+        if self._linked(name, new):
+            saved = new
+        else:
+            saved = self._copied(name, new, max_length)
         try:
             moved = self.validate_name(saved)
         except BaseException:
@@ -202,6 +219,37 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             moved, extra={"file_name": moved, "storage": self.reference},
         )  # fmt: skip
         return moved
+
+    def _linked(self, name: str, new: str) -> bool:
+        """Give the local copy of *name* the name *new* too; return whether done.
+
+        A hard link in the same folder costs no copy of the bytes, whatever
+        the file's size, and fails if *new* was taken meanwhile. A local
+        storage without paths, or a file system without links, is copied.
+        """
+        try:
+            source, target = self.local.path(name), self.local.path(new)
+        except NotImplementedError:
+            return False
+        if os.path.dirname(source) != os.path.dirname(target):
+            return False
+        try:
+            os.link(source, target)
+        except OSError:
+            return False
+        return True
+
+    def _copied(self, name: str, new: str, max_length: int | None) -> str:
+        """Write a copy of the local *name* under *new* (or the name chosen)."""
+        local, chosen = _recording_names(self.local)
+        try:
+            with self.local.open(name, "rb") as content:
+                return str(local.save(new, content, max_length))
+        except Exception:
+            # As in save(): what a failed write left is under its last choice.
+            if chosen:
+                self._remove_partial(chosen[-1])
+            raise
 
     def _written_size(self, name: str) -> int | None:
         """Return the size in bytes of the local copy of *name*, if known.
@@ -216,10 +264,19 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             return None
 
     def uses_outbox(self) -> bool:
-        """Return whether a save leaves its transfer message to the dispatcher."""
-        return bool(
-            settings.QUEUED_STORAGE_OUTBOX and self.state.ledger and not self.delayed
-        )
+        """Return whether a save leaves its transfer message to the dispatcher.
+
+        :setting:`QUEUED_STORAGE_OUTBOX` ``None`` (the default) means yes
+        with the ledger and the Celery runner, whose worker nodes run the
+        dispatcher; the other runners send from ``save()``. Never for a
+        delayed storage, nor without the ledger.
+        """
+        outbox = settings.QUEUED_STORAGE_OUTBOX
+        if outbox is False or self.delayed or not self.state.ledger:
+            return False
+        if outbox is None:
+            return runner_path(self.runner_name()) == RUNNERS["celery"]
+        return bool(outbox)
 
     def _remove_partial(self, name: str) -> None:
         """Remove what a failed local write left under *name*.
@@ -498,6 +555,8 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
 
 #: How many names a save tries when other saves keep taking them.
 _NAME_ATTEMPTS = 5
+#: Set while save() chooses its name: the ledger's write checks it then.
+_SAVING: ContextVar[bool] = ContextVar("queued_storage_saving", default=False)
 
 
 def _recording_names(local: Any) -> tuple[Any, list[str]]:

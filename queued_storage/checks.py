@@ -269,10 +269,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="queued_storage.E020",
             )
         )
-    if settings.QUEUED_STORAGE_NAME_CHECK not in ("remote", "state"):
+    if settings.QUEUED_STORAGE_NAME_CHECK not in (None, "remote", "state"):
         errors.append(
             Error(
-                "QUEUED_STORAGE_NAME_CHECK must be 'remote' or 'state', not "
+                "QUEUED_STORAGE_NAME_CHECK must be 'remote', 'state' or None (the "
+                "default: 'state' with the ledger, 'remote' without), not "
                 f"{settings.QUEUED_STORAGE_NAME_CHECK!r}.",
                 id="queued_storage.E006",
             )
@@ -284,6 +285,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 "set QUEUED_STORAGE_LEDGER = True, or QUEUED_STORAGE_OUTBOX = False "
                 "to send each message from save().",
                 id="queued_storage.E008",
+            )
+        )
+    if settings.QUEUED_STORAGE_OUTBOX not in (None, True, False):
+        errors.append(
+            Error(
+                "QUEUED_STORAGE_OUTBOX must be None (the outbox with the ledger "
+                "and the Celery runner), True or False, not "
+                f"{settings.QUEUED_STORAGE_OUTBOX!r}.",
+                id="queued_storage.E060",
+            )
+        )
+    interval = settings.QUEUED_STORAGE_DISPATCH_INTERVAL
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, (int, float))
+        or not 0 < interval <= 60
+    ):
+        errors.append(
+            Error(
+                "QUEUED_STORAGE_DISPATCH_INTERVAL must be a number of seconds "
+                f"above 0 and at most 60, not {interval!r}.",
+                id="queued_storage.E061",
             )
         )
     return errors

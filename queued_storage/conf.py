@@ -38,15 +38,23 @@ class QueuedStorageConf(AppConf):
     SHARED_LOCAL = False
     #: How ``get_available_name`` decides that a name is free on the remote:
     #: ``"remote"`` asks the remote storage, ``"state"`` trusts the recorded
-    #: states and lets the transfer catch the rare collision.
-    NAME_CHECK = "remote"
+    #: states and lets the transfer catch the rare collision. ``None`` (the
+    #: default) is ``"state"`` with the ledger, ``"remote"`` without.
+    NAME_CHECK = None
     #: How many times a message may be delivered again after a worker was lost
     #: before the transfer is marked failed.
     MAX_DELIVERIES = 5
-    #: Leave the transfer message of a save to the dispatcher
-    #: (``manage.py queued_storage dispatch``) instead of sending it from
-    #: ``save()``: the ledger row is the message. Needs the ledger.
-    OUTBOX = False
+    #: Leave the transfer message of a save to the dispatcher instead of
+    #: sending it from ``save()``: the ledger row is the message. ``None``
+    #: (the default) does so whenever the ledger is on and the storage's
+    #: runner is Celery, whose worker nodes run the dispatcher; ``True`` for
+    #: every runner (needs the ledger), ``False`` sends from ``save()``.
+    OUTBOX = None
+    #: Run the dispatcher in a thread of every Celery worker node.
+    WORKER_DISPATCH = True
+    #: Seconds the dispatcher of a worker node waits before it looks at an
+    #: empty outbox again.
+    DISPATCH_INTERVAL = 0.2
     #: Seconds a worker's lease of a file lasts unless renewed; the worker
     #: renews it every third of that while the upload runs.
     LEASE = 60

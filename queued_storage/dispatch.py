@@ -1,10 +1,12 @@
 """The dispatcher: send the transfer messages that the outbox holds.
 
-With ``QUEUED_STORAGE_OUTBOX``, ``save()`` writes the ledger row with its
+With the outbox (the default with the ledger and the Celery runner, see
+``QUEUED_STORAGE_OUTBOX``), ``save()`` writes the ledger row with its
 ``outbox`` flag set and sends nothing: the request pays for the local write,
 the row and the cache, not for publishing a Celery message. A dispatcher
-(``manage.py queued_storage dispatch``, one or more, anywhere the project's
-settings are) polls the ledger and publishes the messages.
+polls the ledger and publishes the messages: every Celery worker node runs
+one in a thread (:mod:`.runners.celery_node`), and ``manage.py queued_storage
+dispatch`` runs one anywhere the project's settings are.
 
 Each row is claimed by one ``UPDATE`` that clears its flag, so that two
 dispatchers never send the same message, then its message is sent; a
@@ -31,10 +33,16 @@ from .status import Status
 logger = logging.getLogger("queued_storage")
 
 
-def dispatch(batch: int = 100, storage: str | None = None) -> list[str]:
+def dispatch(
+    batch: int = 100,
+    storage: str | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> list[str]:
     """Send the messages of up to *batch* files of the outbox; return their names.
 
     The oldest rows go first. *storage*, a reference, keeps to one storage.
+    When *stop* returns true, the pass ends before it claims the next row:
+    the rows not yet claimed stay in the outbox.
     """
     from .models import StoredFile
 
@@ -48,6 +56,8 @@ def dispatch(batch: int = 100, storage: str | None = None) -> list[str]:
     waiting = list(rows.order_by("updated").values_list(*fields)[:batch])
     sent: list[str] = []
     for pk, reference, name, version, host in waiting:
+        if stop():
+            break
         mine = StoredFile.objects.using(db).filter(pk=pk, version=version, outbox=True)
         if not mine.update(outbox=False):
             continue  # Another dispatcher took it, or it changed meanwhile.

@@ -194,6 +194,35 @@ def probe_ledger(timeout: float) -> Probe:
     return Probe(part, True, "readable")
 
 
+def probe_outbox(timeout: float) -> Probe:
+    """Say whether messages wait in the outbox longer than a dispatcher lets them."""
+    from .operations import OUTBOX_HINT, OUTBOX_STUCK, status_counts
+
+    part = "outbox"
+    if not settings.QUEUED_STORAGE_LEDGER:
+        return Probe(part, True, "off (QUEUED_STORAGE_LEDGER = False)")
+
+    def count() -> dict[str, Any]:
+        from django.db import connections
+
+        try:
+            return status_counts()
+        finally:
+            connections.close_all()
+
+    try:
+        found = within(timeout, count)
+    except Exception as exc:
+        return Probe(part, False, _failed(exc), warning=True)
+    waiting, waited = found["outbox"], found["outbox_oldest_seconds"]
+    if not waiting:
+        return Probe(part, True, "empty")
+    detail = f"{waiting} waiting, the oldest for {waited or 0:.0f} s"
+    if waited is not None and waited > OUTBOX_STUCK:
+        return Probe(part, False, detail, OUTBOX_HINT, warning=True)
+    return Probe(part, True, detail)
+
+
 def probe_storage(storage: Any, role: str, timeout: float) -> Probe:
     """Ask the *role* (``"local"`` or ``"remote"``) storage of *storage*."""
     part = f"{role} storage of {storage.reference!r}"
@@ -229,7 +258,10 @@ def run(timeout: float = DEFAULT_TIMEOUT, storage: str | None = None) -> list[Pr
         if broker.ok
         else Probe("workers", False, "not asked: the broker is down", warning=True)
     )
-    probes = [probe_cache(timeout), broker, workers, probe_ledger(timeout)]
+    ledger = probe_ledger(timeout)
+    probes = [probe_cache(timeout), broker, workers, ledger]
+    if ledger.ok:
+        probes.append(probe_outbox(timeout))
     errors: list[Any] = []
     for queued in queued_storages(errors):
         if storage and queued.reference != storage:

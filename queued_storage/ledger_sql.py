@@ -46,14 +46,20 @@ class Statements:
         insert = ("storage", "name_hash", "created", *UPSERT_COLUMNS)
         self.insert_columns = insert
         updates = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in UPSERT_COLUMNS)
+        # Named parameters: Django's SQLite cursor then fills them in with one
+        # %-formatting, not a regular expression over the whole statement,
+        # which costs as much as SQLite's run of it. PostgreSQL takes them as
+        # they are.
         self.upsert_sql = (
             f"INSERT INTO {self.table} ({', '.join(quote(c) for c in insert)})"
-            f" VALUES ({', '.join(['%s'] * len(insert))})"
+            f" VALUES ({', '.join(f'%({c})s' for c in insert)})"
             f" ON CONFLICT ({quote('storage')}, {quote('name_hash')})"
             f" DO UPDATE SET {updates}"
         )
         # The same, but a row of a file that is not deleted stays as it is.
-        self.claim_sql = f"{self.upsert_sql} WHERE {self.table}.{quote('status')} = %s"
+        self.claim_sql = (
+            f"{self.upsert_sql} WHERE {self.table}.{quote('status')} = %(only_over)s"
+        )
 
     def _cursor(self) -> Any:
         return connections[self.alias].cursor()
@@ -76,10 +82,10 @@ class Statements:
         With *only_over*, an existing row is replaced only if its status is
         that one. Return whether a row was written.
         """
-        params = [values[column] for column in self.insert_columns]
+        params = {column: values[column] for column in self.insert_columns}
         sql = self.upsert_sql
         if only_over is not None:
-            sql, params = self.claim_sql, [*params, only_over]
+            sql, params["only_over"] = self.claim_sql, only_over
         with self._cursor() as cursor:
             cursor.execute(sql, params)
             return bool(cursor.rowcount)

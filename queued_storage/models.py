@@ -60,6 +60,8 @@ class StoredFile(models.Model):
             )
         ]
         indexes = [
+            # Also the dispatchers' look at the outbox, several times a
+            # second from every worker node: pending rows, oldest first.
             models.Index(fields=["status", "updated"], name="queued_storage_status"),
             # Pages of one storage's rows, by key (orphans) and by transfer
             # time (the local retention sweep), without sorting the table.

@@ -44,8 +44,24 @@ def known_storages() -> dict[str, QueuedStorage]:
     return {storage.reference: storage for storage in queued_storages()}
 
 
+#: Seconds past which a message still waiting in the outbox counts as stuck:
+#: a running dispatcher sends it within a fraction of a second.
+OUTBOX_STUCK = 60.0
+#: What to do about messages stuck in the outbox.
+OUTBOX_HINT = (
+    "Messages wait in the outbox: every Celery worker node sends them, so "
+    "start one (or run 'manage.py queued_storage dispatch'), or check that "
+    "QUEUED_STORAGE_WORKER_DISPATCH is not False."
+)
+
+
 def status_counts(storage: str | None = None) -> dict[str, Any]:
-    """Return the number of files per status and the oldest pending file's age."""
+    """Return the number of files per status and the oldest pending file's age.
+
+    Also how many files wait in the outbox for their message to be sent, and
+    for how long the oldest of them has waited (a retry waiting for its time
+    counts from when it was put back).
+    """
     rows = _model().objects.all()
     if storage:
         rows = rows.filter(storage=storage)
@@ -56,13 +72,16 @@ def status_counts(storage: str | None = None) -> dict[str, Any]:
         oldest=Min("updated")
     )["oldest"]
     age = (timezone.now() - oldest).total_seconds() if oldest else None
-    outbox = rows.filter(status=Status.PENDING, outbox=True).count()
+    waiting = rows.filter(status=Status.PENDING, outbox=True)
+    outbox = waiting.count()
+    first = waiting.aggregate(oldest=Min("updated"))["oldest"] if outbox else None
+    outbox_age = (timezone.now() - first).total_seconds() if first else None
     expired = rows.filter(
         status=Status.TRANSFERRING, lease_expires__lte=timezone.now()
     ).count()
     return {
         "counts": counts, "oldest_pending_seconds": age, "outbox": outbox,
-        "expired_leases": expired,
+        "outbox_oldest_seconds": outbox_age, "expired_leases": expired,
     }  # fmt: skip
 
 

@@ -32,7 +32,7 @@ from .conf import settings
 from .exceptions import InvalidMessage
 from .machine import FileTransfer, Policy
 from .redaction import shorten
-from .runners import settings_policy
+from .runners import celery_node, settings_policy
 from .state import FileState
 from .transfer import TransferResult
 
@@ -258,6 +258,8 @@ class TransferAndDelete(Transfer):
 
 
 _register(Transfer)
+# Every worker node that runs the transfers also sends the outbox's messages.
+celery_node.install()
 
 
 @shared_task(name="queued_storage.tasks.reconcile", ignore_result=True)

@@ -180,6 +180,10 @@ AWS_QUERYSTRING_AUTH = False
 AWS_DEFAULT_ACL = "public-read"
 AWS_S3_FILE_OVERWRITE = False
 
+# A worker process of the suite consuming its own queue sends the messages its
+# dispatcher takes from the outbox to that queue (as the test's settings do).
+QUEUED_STORAGE_QUEUE = ENV("QS_TEST_QUEUE") or None
+QUEUED_STORAGE_WORKER_DISPATCH = ENV("QS_TEST_WORKER_DISPATCH", "1") == "1"
 QUEUED_STORAGE_RETRY_DELAY = 1
 QUEUED_STORAGE_RETRY_BACKOFF_MAX = 2
 QUEUED_STORAGE_RETRIES = 2

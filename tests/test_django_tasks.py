@@ -306,7 +306,9 @@ def test_the_django_tasks_runner_moves_files_without_celery(tmp_path):
 
 def test_in_outbox_mode_the_dispatcher_enqueues_the_tasks(fs_queued, dummy):
     storage = fs_queued(runner="django_tasks")
-    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+    with override_settings(
+        QUEUED_STORAGE_OUTBOX=True, QUEUED_STORAGE_WORKER_DISPATCH=False
+    ):
         name = storage.save("outbox.txt", ContentFile(b"x"))
         assert dummy.results == []
         assert row(storage, name).outbox

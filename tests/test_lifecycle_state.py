@@ -26,7 +26,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def no_broker() -> Any:
     """Saves leave their message to the dispatcher: nothing reaches a worker."""
-    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+    with override_settings(
+        QUEUED_STORAGE_OUTBOX=True, QUEUED_STORAGE_WORKER_DISPATCH=False
+    ):
         yield
 
 

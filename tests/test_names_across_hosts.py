@@ -7,6 +7,8 @@ web servers with per-host disks do.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -150,8 +152,19 @@ def test_second_host_never_gets_a_live_name_when_both_pass_the_name_check(
     assert read(a.remote, second) == b"second user"
 
 
-def test_second_host_race_fails_cleanly_when_every_name_is_taken(mode, hosts):
-    """A host that loses the race for every name it tries keeps nothing."""
+def test_second_host_race_fails_cleanly_when_every_name_is_taken(
+    mode, hosts, monkeypatch
+):
+    """A host that loses the race for every name it tries keeps nothing.
+
+    Its file system has no hard links, so each move to another name is a
+    write that the other host's save can come before.
+    """
+
+    def no_links(source: str, target: str) -> None:
+        raise OSError(errno.EPERM, "no hard links on this file system")
+
+    monkeypatch.setattr(os, "link", no_links)
     a, b = hosts("a"), hosts("b")
     taken: list[str] = []
 
@@ -211,8 +224,8 @@ def test_exclusive_ledger_write_takes_the_name_of_a_deleted_file(hosts, ledger_p
     assert rows(hosts("a")) == {"x.txt": "second", "y.txt": "new"}
 
 
-def test_save_with_the_remote_check_costs_one_select_and_one_insert(hosts):
-    """The live-name guard adds no statement: the check, then the claim."""
+def test_save_with_the_remote_check_costs_one_insert(hosts):
+    """The live-name guard adds no statement: the claim itself checks the name."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -221,4 +234,23 @@ def test_save_with_the_remote_check_costs_one_select_and_one_insert(hosts):
         with CaptureQueriesContext(connection) as queries:
             a.save("counted.txt", ContentFile(b"x"))
     kinds = [query["sql"].split(None, 1)[0].upper() for query in queries]
-    assert kinds == ["SELECT", "INSERT"]
+    assert kinds == ["INSERT"]
+
+
+def test_a_save_that_lost_its_name_moves_its_copy_without_copying_it(hosts):
+    """The local copy gets its new name by a hard link: no byte is written again."""
+    a, b = hosts("a"), hosts("b")
+    a.save("big.bin", ContentFile(b"first"))
+    inodes: list[int] = []
+    original = b._linked
+
+    def watched(name: str, new: str) -> bool:
+        inodes.append(os.stat(b.local.path(name)).st_ino)
+        return original(name, new)
+
+    b._linked = watched
+    second = b.save("big.bin", ContentFile(b"second"))
+    assert second != "big.bin"
+    assert inodes == [os.stat(b.local.path(second)).st_ino]
+    assert not b.local.exists("big.bin")
+    assert read(b.local, second) == b"second"

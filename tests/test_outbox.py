@@ -52,7 +52,10 @@ def storage(fs_queued, unique):
 
 @pytest.fixture
 def outbox():
-    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+    """The outbox, emptied only by the dispatches of the test itself."""
+    with override_settings(
+        QUEUED_STORAGE_OUTBOX=True, QUEUED_STORAGE_WORKER_DISPATCH=False
+    ):
         yield
 
 
@@ -98,6 +101,7 @@ def test_save_sends_nothing_and_the_dispatcher_sends_the_message(
     assert queue() == 1
 
 
+@override_settings(QUEUED_STORAGE_OUTBOX=False)
 def test_without_the_outbox_save_sends_the_message_itself(queue, storage):
     name = storage.save("b.txt", ContentFile(b"x"))
     assert queue() == 1
@@ -255,3 +259,65 @@ def test_the_admin_filters_the_outbox(
     assert re.search(r"By\s+in the outbox", content)  # The filter is offered.
     assert waiting in content
     assert sent not in content
+
+
+def test_status_and_health_show_messages_stuck_in_the_outbox(outbox, queue, storage):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from queued_storage import health
+
+    assert health.probe_outbox(5).detail == "empty"
+    name = storage.save("stuck.txt", ContentFile(b"x"))
+    fresh = health.probe_outbox(5)
+    assert fresh.ok and fresh.detail.startswith("1 waiting")
+    StoredFile.objects.filter(storage=storage.reference, name=name).update(
+        updated=timezone.now() - timedelta(seconds=600)
+    )
+    out = io.StringIO()
+    call_command("queued_storage", "status", "--storage", storage.reference, stdout=out)
+    text = out.getvalue()
+    assert re.search(r"in the outbox: 1, the oldest for 6\d\d s", text), text
+    assert "every Celery worker node sends them" in text
+    stuck = health.probe_outbox(5)
+    assert (stuck.ok, stuck.warning) == (False, True)
+    assert "QUEUED_STORAGE_WORKER_DISPATCH" in stuck.hint
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        assert health.probe_outbox(5).ok
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "error"),
+    [
+        ("QUEUED_STORAGE_OUTBOX", "yes", "queued_storage.E060"),
+        ("QUEUED_STORAGE_DISPATCH_INTERVAL", 0, "queued_storage.E061"),
+        ("QUEUED_STORAGE_DISPATCH_INTERVAL", "0.2", "queued_storage.E061"),
+        ("QUEUED_STORAGE_DISPATCH_INTERVAL", True, "queued_storage.E061"),
+    ],
+)
+def test_checks_report_a_bad_outbox_or_dispatch_interval(setting, value, error):
+    with override_settings(**{setting: value}):
+        assert error in [e.id for e in check_settings()]
+    ids = [e.id for e in check_settings()]
+    assert "queued_storage.E060" not in ids and "queued_storage.E061" not in ids
+
+
+def test_the_default_outbox_is_for_celery_with_the_ledger(storage):
+    assert storage.uses_outbox()
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        assert not storage.uses_outbox()
+    with override_settings(QUEUED_STORAGE_OUTBOX=False):
+        assert not storage.uses_outbox()
+    storage.runner = "django_tasks"
+    assert not storage.uses_outbox()  # Its enqueue is one INSERT already.
+    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+        assert storage.uses_outbox()
+
+
+def test_a_file_deleted_in_the_outbox_is_never_sent(outbox, queue, storage):
+    name = storage.save("gone.txt", ContentFile(b"x"))
+    storage.delete(name)
+    assert dispatch.dispatch(storage=storage.reference) == []
+    assert queue() == 0
+    assert row(storage, name).status == Status.DELETED

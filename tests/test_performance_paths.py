@@ -123,6 +123,7 @@ def test_save_with_state_check_asks_no_remote(storage, ledger):
     assert trips[0] <= (2 if ledger else 3)
 
 
+@override_settings(QUEUED_STORAGE_NAME_CHECK="remote")
 def test_save_with_remote_check_asks_the_remote_once(storage):
     storage.save("warm-up.txt", ContentFile(b"w"))
     with redis_round_trips() as trips, s3_requests(storage.remote) as sent:

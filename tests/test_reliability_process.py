@@ -202,6 +202,7 @@ def host_storage_at(directory):
 
 
 @pytest.mark.timeout(90)
+@override_settings(QUEUED_STORAGE_OUTBOX=False)  # save() picks the queue.
 def test_per_host_queues_route_each_transfer_to_a_worker_that_sees_the_file(
     queue, workers, s3_client, tmp_path, unique, monkeypatch
 ):

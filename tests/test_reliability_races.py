@@ -119,9 +119,14 @@ def records(log, name, start):
 
 
 @pytest.mark.timeout(60)
+@override_settings(QUEUED_STORAGE_OUTBOX=False)
 def test_delete_while_pending_skips_the_transfer_without_retrying(
     celery_worker, build, s3_client, log
 ):
+    """The message is sent by save(): the worker meets a deleted file.
+
+    (With the outbox, a file deleted before its message is sent has none:
+    ``test_a_file_deleted_in_the_outbox_is_never_sent``.)"""
     storage = build()
     busy = storage.save("busy.bin", ContentFile(os.urandom(4 * MIB)))
     wait_for(lambda: records(log, busy, "Transferring"), timeout=20)

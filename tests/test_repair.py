@@ -194,7 +194,9 @@ def test_admin_verify_reports_mismatches_and_forgotten_storages(
 def outboxed(fs_queued, unique):
     """A storage whose saves wait in the outbox, for a queue nobody reads."""
     with override_settings(
-        QUEUED_STORAGE_OUTBOX=True, QUEUED_STORAGE_QUEUE=f"unread-{unique}"
+        QUEUED_STORAGE_OUTBOX=True,
+        QUEUED_STORAGE_QUEUE=f"unread-{unique}",
+        QUEUED_STORAGE_WORKER_DISPATCH=False,
     ):
         yield fs_queued()
 

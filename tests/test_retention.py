@@ -25,7 +25,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def no_broker() -> Any:
-    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+    with override_settings(
+        QUEUED_STORAGE_OUTBOX=True, QUEUED_STORAGE_WORKER_DISPATCH=False
+    ):
         yield
 
 

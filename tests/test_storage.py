@@ -65,12 +65,24 @@ def test_state_is_recorded_under_the_name_actually_saved(storage):
         assert handle.read() == b"two"
 
 
+@override_settings(QUEUED_STORAGE_NAME_CHECK="remote")
 def test_available_name_is_free_on_the_remote_too(storage, s3_client, unique):
     s3_client.put_object(Bucket=BUCKET, Key=f"t-{unique}/taken.txt", Body=b"x")
     assert not storage.local.exists("taken.txt")
     name = storage.get_available_name("taken.txt")
     assert name != "taken.txt"
     assert storage.save("taken.txt", ContentFile(b"y")) not in ("taken.txt", name)
+
+
+def test_by_default_the_name_check_asks_the_remote_only_without_the_ledger(
+    storage, s3_client, unique
+):
+    s3_client.put_object(Bucket=BUCKET, Key=f"t-{unique}/foreign.txt", Body=b"x")
+    assert storage.name_check() == "state"
+    assert storage.get_available_name("foreign.txt") == "foreign.txt"
+    with override_settings(QUEUED_STORAGE_LEDGER=False):
+        assert storage.name_check() == "remote"
+        assert storage.get_available_name("foreign.txt") != "foreign.txt"
 
 
 def test_state_check_mode_asks_no_remote(storage, s3_client, unique):

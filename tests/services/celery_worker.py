@@ -58,6 +58,9 @@ class CeleryWorkerProcess:
         self.python = python or sys.executable
         self.env = dict(os.environ) if inherit_env else {}
         self.env.update(env or {})
+        if len(self.queues) == 1:
+            # Its dispatcher sends to the queue it consumes, as the test does.
+            self.env.setdefault("QS_TEST_QUEUE", self.queues[0])
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         if log_path is None:
             # Removed when the interpreter exits, so a failing test can

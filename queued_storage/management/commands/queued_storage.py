@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ... import dispatch, health, operations, orphans, registry, retention
 from ...exceptions import UnknownStorage
 from ...names import printable
+from ...operations import OUTBOX_HINT, OUTBOX_STUCK
 from ...orphans import DEFAULT_BATCH, DEFAULT_GRACE
 from ...retention import DEFAULT_BATCH as DEFAULT_SWEEP_BATCH
 
@@ -150,7 +151,15 @@ class Command(BaseCommand):
             self.say(options, f"{status:>13}: {count}")
         age = result["oldest_pending_seconds"]
         self.say(options, "oldest pending: " + ("-" if age is None else f"{age:.0f} s"))
-        self.say(options, f"in the outbox: {result['outbox']}")
+        waiting, waited = result["outbox"], result["outbox_oldest_seconds"]
+        if waiting and waited is not None:
+            self.say(
+                options, f"in the outbox: {waiting}, the oldest for {waited:.0f} s"
+            )
+        else:
+            self.say(options, f"in the outbox: {waiting}")
+        if waited is not None and waited > OUTBOX_STUCK:
+            self.say(options, OUTBOX_HINT)
         expired = result["expired_leases"]
         self.say(options, f"expired leases: {expired}")
         if expired:
