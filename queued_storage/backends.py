@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from django.core.files import File, locks
+from django.core.files.storage import FileSystemStorage
 from django.utils.deconstruct import deconstructible
 
 from . import directories, leases, ledger_access, local_copy
@@ -225,11 +226,15 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
 
         A hard link in the same folder costs no copy of the bytes, whatever
         the file's size, and fails if *new* was taken meanwhile. A local
-        storage without paths, or a file system without links, is copied.
+        storage without paths, one whose own ``_save()`` must see every
+        write, or a file system without links, is copied.
         """
-        try:
-            source, target = self.local.path(name), self.local.path(new)
-        except NotImplementedError:
+        own_save = getattr(type(self.local), "_save", None)
+        if own_save is not getattr(FileSystemStorage, "_save", None):
+            return False
+        source = local_copy.disk_path(self.local, name)
+        target = local_copy.disk_path(self.local, new)
+        if source is None or target is None:
             return False
         if os.path.dirname(source) != os.path.dirname(target):
             return False

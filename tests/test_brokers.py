@@ -123,7 +123,13 @@ def broker(request: Any, servers: dict[str, Any], unique: str) -> Iterator[dict]
         app.amqp.queues.add(quorum_queue(queue, 1))
     env.update(QS_TEST_BROKER_URL=url, QS_TEST_BROKER_CONFIG=kind)
     options = documented(kind, url)
-    with override_settings(QUEUED_STORAGE_QUEUE=queue), publishing_to(options):
+    # These scenarios meet the broker where save() publishes its message; the
+    # outbox that worker nodes send is tested in test_worker_dispatch.py and,
+    # against a refusing queue, below.
+    with (
+        override_settings(QUEUED_STORAGE_QUEUE=queue, QUEUED_STORAGE_OUTBOX=False),
+        publishing_to(options),
+    ):
         yield {"kind": kind, "url": url, "queue": queue, "env": env,
                "server": server, **options}  # fmt: skip
     app.amqp.queues.pop(queue, None)

@@ -56,11 +56,11 @@ class DispatcherThread(threading.Thread):
                     # As after a request: a connection past CONN_MAX_AGE (at
                     # once by default) or broken is closed. An open one would
                     # be inherited by every pool process forked later.
-                    close_old_connections()
+                    _quietly(close_old_connections)
                 if sent < BATCH:
                     self.stopping.wait(_interval())
         finally:
-            connections.close_all()
+            _quietly(connections.close_all)
 
     def one_pass(self) -> int:
         """Dispatch one batch; return how many messages it sent."""
@@ -121,6 +121,14 @@ class Dispatcher(bootsteps.StartStopStep):
             logger.info("The outbox dispatcher stopped; it queued %d.", thread.sent)
 
     terminate = stop
+
+
+def _quietly(close: Any) -> None:
+    """Call *close*; a database already gone (the node stops) is no error."""
+    try:
+        close()
+    except Exception as exc:
+        logger.debug("Closing the dispatcher's connections: %s", exc)
 
 
 def _interval() -> float:
