@@ -275,7 +275,6 @@ def reconcile(*args: Any, **kwargs: Any) -> int:
     while its lease lives; one whose lease expired lost its worker and is
     queued again.
     """
-    from datetime import timedelta
 
     from .operations import default_age
     from .operations import reconcile as run
@@ -287,18 +286,7 @@ def reconcile(*args: Any, **kwargs: Any) -> int:
             "The reconcile task ignored arguments it does not take: %s",
             shorten({"args": list(args), "kwargs": kwargs}),
         )
-    if older_than is not None:
-        seconds = older_than if type(older_than) in (int, float) else None
-        # Comparisons leave out NaN, infinities and integers too large for
-        # a timedelta.
-        if seconds is not None and 0 <= seconds < 10**9:
-            age = max(age, timedelta(seconds=seconds))
-        if seconds is None or age.total_seconds() != seconds:
-            logger.warning(
-                "The reconcile task took pending files for lost after %d s, "
-                "not after older_than=%s: never sooner than the default.",
-                age.total_seconds(), shorten(older_than),
-            )  # fmt: skip
+    age = _no_sooner(age, older_than, "reconcile task took pending files for lost")
     return len(run(age, transferring=False))
 
 
@@ -311,22 +299,12 @@ def orphans(older_than: Any = None, delete: Any = False) -> int:
     when it is ``True``: the message is not signed. Return how many orphans
     were found; storages that no model field uses are skipped.
     """
-    from datetime import timedelta
 
     from . import orphans as finder
     from .operations import known_storages
 
     age = finder.DEFAULT_GRACE
-    if older_than is not None:
-        seconds = older_than if type(older_than) in (int, float) else None
-        if seconds is not None and 0 <= seconds < 10**9:
-            age = max(age, timedelta(seconds=seconds))
-        if seconds is None or age.total_seconds() != seconds:
-            logger.warning(
-                "The orphans task took files for orphans after %d s, not after "
-                "older_than=%s: never sooner than the default.",
-                age.total_seconds(), shorten(older_than),
-            )  # fmt: skip
+    age = _no_sooner(age, older_than, "orphans task took files for orphans")
     delete = delete is True
     found = 0
     for storage in known_storages().values():
@@ -351,3 +329,27 @@ def sweep() -> int:
     return sum(
         retention.sweep(storage).removed for storage in known_storages().values()
     )
+
+
+def _no_sooner(default: Any, older_than: Any, what: str) -> Any:
+    """Return the age an unsigned *older_than* asks for, never below *default*.
+
+    The message is not signed: anything that is not a number of seconds at
+    least the default is logged and the default kept.
+    """
+    from datetime import timedelta
+
+    if older_than is None:
+        return default
+    age = default
+    seconds = older_than if type(older_than) in (int, float) else None
+    # Comparisons leave out NaN, infinities and integers too large for a
+    # timedelta.
+    if seconds is not None and 0 <= seconds < 10**9:
+        age = max(default, timedelta(seconds=seconds))
+    if seconds is None or age.total_seconds() != seconds:
+        logger.warning(
+            "The %s after %d s, not after older_than=%s: never sooner than "
+            "the default.", what, age.total_seconds(), shorten(older_than),
+        )  # fmt: skip
+    return age
