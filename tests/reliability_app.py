@@ -83,6 +83,12 @@ class Throttled(File):
         time.sleep(len(data) / self.rate)
         return data
 
+    def readinto(self, buffer: Any) -> int:
+        # Multipart uploads read parts into reused buffers.
+        count: int = self.file.readinto(buffer)
+        time.sleep(count / self.rate)
+        return count
+
 
 class SlowFileSystemStorage(FileSystemStorage):
     """A file system storage read at ``read_rate`` bytes a second.
