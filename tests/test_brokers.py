@@ -375,7 +375,11 @@ def test_a_publish_rabbitmq_refuses_is_not_reported_as_queued(broker, queued, un
     )
     name = save(unique, "refused")
     assert (row(name).status, queued) == (Status.PENDING, [])
-    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+    # Only this test's dispatch() may claim the row: the dispatcher of the
+    # suite's worker thread, in this process, stays out.
+    with override_settings(
+        QUEUED_STORAGE_OUTBOX=True, QUEUED_STORAGE_WORKER_DISPATCH=False
+    ):
         held = save(unique, "outbox")
         assert row(held).outbox
         # The dispatcher's publish is refused too: the row stays in the outbox.

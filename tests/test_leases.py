@@ -33,7 +33,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def storage(fs_queued, unique):
-    with override_settings(QUEUED_STORAGE_QUEUE=f"leases-{unique}"):
+    # The dispatcher of a worker node running in this process (the suite's
+    # worker thread) stays out: it would send the rows these tests dispatch.
+    with override_settings(
+        QUEUED_STORAGE_QUEUE=f"leases-{unique}", QUEUED_STORAGE_WORKER_DISPATCH=False
+    ):
         yield fs_queued()
 
 
