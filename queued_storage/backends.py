@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from django.core.files import File, locks
-from django.core.files.storage import FileSystemStorage
+from django.core.files.storage import FileSystemStorage, Storage
 from django.utils.deconstruct import deconstructible
 
 from . import directories, leases, ledger_access, local_copy
@@ -132,7 +132,7 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             content = File(content, name)
         saving = _SAVING.set(True)
         try:
-            name = self.get_available_name(self.validate_name(name), max_length)
+            name = self._name_to_save(self.validate_name(name), max_length)
         finally:
             _SAVING.reset(saving)
         if not self.delayed:
@@ -167,6 +167,24 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             ledger=self.state.ledger,
         )
         return name
+
+    def _name_to_save(self, name: str, max_length: int | None) -> str:
+        """Return the name to save as: *name*, checked, if free, else another.
+
+        What :meth:`get_available_name` returns. When only the local storage
+        has a say (the ``"state"`` check with the ledger, whose write checks
+        the recorded names, and no subclass changing how names are chosen),
+        a name free there is kept without the round of Django's general
+        algorithm around it.
+        """
+        if (
+            _naming_is_ours(type(self))
+            and self.state.ledger
+            and self.name_check() == "state"
+            and self.local.is_name_available(name, max_length=max_length)
+        ):
+            return name
+        return self.get_available_name(name, max_length)
 
     def _record_saved(
         self, name: str, state: FileState, outbox: bool, max_length: int | None
@@ -562,6 +580,15 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
 _NAME_ATTEMPTS = 5
 #: Set while save() chooses its name: the ledger's write checks it then.
 _SAVING: ContextVar[bool] = ContextVar("queued_storage_saving", default=False)
+
+
+def _naming_is_ours(cls: type[QueuedStorage]) -> bool:
+    """Return whether *cls* chooses names as :class:`QueuedStorage` does."""
+    return (
+        cls.get_available_name is QueuedStorage.get_available_name
+        and cls.is_name_available is QueuedStorage.is_name_available
+        and super(QueuedStorage, cls).get_available_name is Storage.get_available_name
+    )
 
 
 def _recording_names(local: Any) -> tuple[Any, list[str]]:

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from . import ledger_access
 from .batching import batched
+from .cache_writes import set_value
 from .conf import settings
 from .ledger_sql import UPSERT_COLUMNS, statements
 from .status import FileState, Status
@@ -136,7 +137,7 @@ class StateStore:
             if len(values) == 1:
                 # One key is one plain SET; set_many() wraps it in a
                 # transaction (Redis) or a batch that costs more.
-                self.cache.set(*values.popitem(), timeout=timeout)
+                set_value(self.cache, *values.popitem(), timeout=timeout)
             else:
                 self.cache.set_many(values, timeout=timeout)
         except Exception as exc:
@@ -243,10 +244,13 @@ class StateStore:
         """
         now = timezone.now()
         state = _stamped(state, now)
-        if self.ledger and not ledger_access.run(
-            self._upsert, name, state, host, outbox, exclusive, now, using=self.db
-        ):
-            return False
+        if self.ledger:
+            db = self.db
+            written = ledger_access.run(
+                self._upsert, name, state, host, outbox, exclusive, now, db, using=db
+            )
+            if not written:
+                return False
         self.remember(name, state)
         return True
 
@@ -258,6 +262,7 @@ class StateStore:
         outbox: bool,
         exclusive: bool,
         now: datetime,
+        db: str,
     ) -> bool:
         values: dict[str, Any] = {
             "storage": self.reference, "name": name, "name_hash": name_hash(name),
@@ -268,7 +273,7 @@ class StateStore:
             "lease_owner": "", "lease_expires": None, "next_attempt": None,
             "local_deleted": None,
         }  # fmt: skip
-        sql = statements(self.db)
+        sql = statements(db)
         if sql is None:
             return self._orm_upsert(values, exclusive)
         stamp = sql.timestamp(now)
