@@ -12,6 +12,7 @@ are logged and treated as misses.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Iterable
@@ -39,6 +40,8 @@ TIMESTAMPS = ("updated", "transferred", "lease_expires", "next_attempt")
 
 __all__ = ["LEDGER_CACHE_TIMEOUT", "FileState", "StateStore", "Status", "name_hash"]
 
+_DELETED = str(Status.DELETED)
+
 #: Seconds a state entry lives in the cache by default when the ledger is on:
 #: a day. An expired entry costs one indexed query on the next read.
 LEDGER_CACHE_TIMEOUT = 24 * 3600
@@ -47,6 +50,14 @@ LEDGER_CACHE_TIMEOUT = 24 * 3600
 def name_hash(name: str) -> str:
     """Return the hex SHA-256 of *name*, the ledger's index on names."""
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@functools.cache
+def _model() -> type[StoredFile]:
+    """Return the ledger's model, imported on first use (not at import)."""
+    from .models import StoredFile
+
+    return StoredFile
 
 
 def _stamped(state: FileState, now: datetime) -> FileState:
@@ -87,9 +98,7 @@ class StateStore:
 
     @property
     def model(self) -> type[StoredFile]:
-        from .models import StoredFile
-
-        return StoredFile
+        return _model()
 
     @property
     def db(self) -> str:
@@ -276,14 +285,9 @@ class StateStore:
         sql = statements(db)
         if sql is None:
             return self._orm_upsert(values, exclusive)
-        stamp = sql.timestamp(now)
-        return sql.upsert(
-            {
-                **values, "created": stamp, "updated": stamp,
-                "transferred": sql.timestamp(state.transferred_at),
-            },
-            only_over=str(Status.DELETED) if exclusive else None,
-        )  # fmt: skip
+        values["created"] = values["updated"] = sql.timestamp(now)
+        values["transferred"] = sql.timestamp(state.transferred_at)
+        return sql.upsert(values, only_over=_DELETED if exclusive else None)
 
     def _orm_upsert(self, values: dict[str, Any], exclusive: bool) -> bool:
         """Write the row of *values* through the ORM; return whether it was."""
