@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from django.core.files import File, locks
-from django.core.files.storage import FileSystemStorage
+from django.core.files.storage import FileSystemStorage, Storage
 from django.utils.deconstruct import deconstructible
 
 from . import directories, leases, ledger_access, local_copy
@@ -26,7 +26,7 @@ from .inline import run_transfer
 from .runners import RUNNERS, Runner, get_runner, runner_path
 from .s3_urls import url_builder
 from .signals import file_queued
-from .state import FileState, Status
+from .state import FileState, StateStore, Status
 
 logger = logging.getLogger("queued_storage")
 
@@ -130,9 +130,10 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             name = content.name
         if not hasattr(content, "chunks"):
             content = File(content, name)
+        store = self.state
         saving = _SAVING.set(True)
         try:
-            name = self.get_available_name(self.validate_name(name), max_length)
+            name = self._name_to_save(self.validate_name(name), max_length, store)
         finally:
             _SAVING.reset(saving)
         if not self.delayed:
@@ -149,7 +150,8 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
                 self._remove_partial(chosen[-1])
             raise
         try:
-            name = self.validate_name(saved)
+            if saved != name:  # The name checked above needs no second check.
+                name = self.validate_name(saved)
             version = secrets.token_hex(8)
             size = self._written_size(name)
             content_type = _content_type(content)
@@ -160,16 +162,41 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
             # Nothing recorded means nothing would ever move or clean this copy.
             self._discard(saved)
             raise
-        name = self._record_saved(name, state, outbox, max_length)
+        name = self._record_saved(name, state, outbox, max_length, store)
         ledger_access.on_commit(
             lambda: self._queued(name, version, outbox),
-            using=self.state.db,
-            ledger=self.state.ledger,
+            using=store.db,
+            ledger=store.ledger,
         )
         return name
 
+    def _name_to_save(
+        self, name: str, max_length: int | None, store: StateStore
+    ) -> str:
+        """Return the name to save as: *name*, checked, if free, else another.
+
+        What :meth:`get_available_name` returns. When only the local storage
+        has a say (the ``"state"`` check with the ledger, whose write checks
+        the recorded names, and no subclass changing how names are chosen),
+        a name free there is kept without the round of Django's general
+        algorithm around it.
+        """
+        if (
+            _naming_is_ours(type(self))
+            and store.ledger
+            and self.name_check() == "state"
+            and self.local.is_name_available(name, max_length=max_length)
+        ):
+            return name
+        return self.get_available_name(name, max_length)
+
     def _record_saved(
-        self, name: str, state: FileState, outbox: bool, max_length: int | None
+        self,
+        name: str,
+        state: FileState,
+        outbox: bool,
+        max_length: int | None,
+        store: StateStore,
     ) -> str:
         """Record the file just saved locally as *name*; return its final name.
 
@@ -182,7 +209,7 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
         host, exclusive = sending.this_host(), not self.overwrites
         for _ in range(_NAME_ATTEMPTS):
             try:
-                recorded = self.state.record(
+                recorded = store.record(
                     name, state, host=host, outbox=outbox, exclusive=exclusive
                 )
             except Exception:
@@ -562,6 +589,15 @@ class QueuedStorage(Deprecated08, QueuedStorageBase):
 _NAME_ATTEMPTS = 5
 #: Set while save() chooses its name: the ledger's write checks it then.
 _SAVING: ContextVar[bool] = ContextVar("queued_storage_saving", default=False)
+
+
+def _naming_is_ours(cls: type[QueuedStorage]) -> bool:
+    """Return whether *cls* chooses names as :class:`QueuedStorage` does."""
+    return (
+        cls.get_available_name is QueuedStorage.get_available_name
+        and cls.is_name_available is QueuedStorage.is_name_available
+        and super(QueuedStorage, cls).get_available_name is Storage.get_available_name
+    )
 
 
 def _recording_names(local: Any) -> tuple[Any, list[str]]:

@@ -57,21 +57,25 @@ def validate_name(name: object, *, max_bytes: int = MAX_NAME_BYTES) -> str:
     bad = _CONTROL.search(name)
     if bad:
         raise _refuse(name, f"it contains the control character {bad.group()!r}")
-    # Every rule below holds for the form that is stored (a few characters,
-    # such as U+037E, become ASCII punctuation in NFC).
-    name = unicodedata.normalize("NFC", name)
+    # ASCII text is its own normal form and holds no invisible character.
+    plain = name.isascii()
+    if not plain:
+        # Every rule below holds for the form that is stored (a few
+        # characters, such as U+037E, become ASCII punctuation in NFC).
+        name = unicodedata.normalize("NFC", name)
     if "\\" in name:
         raise _refuse(name, "backslashes are not allowed, use '/'")
     drive = len(name) > 1 and name[1] == ":" and name[0].isascii() and name[0].isalpha()
     if name.startswith("/") or drive:
         raise _refuse(name, "absolute paths are not allowed")
-    for char in name:
-        if unicodedata.category(char) in _INVISIBLE:
-            raise _refuse(
-                name, f"it contains the invisible character U+{ord(char):04X}"
-            )
+    if not plain:
+        for char in name:
+            if unicodedata.category(char) in _INVISIBLE:
+                raise _refuse(
+                    name, f"it contains the invisible character U+{ord(char):04X}"
+                )
     try:
-        size = len(name.encode("utf-8"))
+        size = len(name) if plain else _utf8_length(name)
     except UnicodeEncodeError:  # pragma: no cover - excluded by "Cs" above
         raise _refuse(name, "it is not valid Unicode") from None
     if size > max_bytes:
@@ -79,11 +83,15 @@ def validate_name(name: object, *, max_bytes: int = MAX_NAME_BYTES) -> str:
     for segment in name.split("/"):
         if segment in ("", ".", ".."):
             raise _refuse(name, "empty, '.' and '..' path segments are not allowed")
-        if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+        if (len(segment) if plain else _utf8_length(segment)) > MAX_SEGMENT_BYTES:
             raise _refuse(
                 name, f"a path segment is over {MAX_SEGMENT_BYTES} bytes long"
             )
     return name
+
+
+def _utf8_length(text: str) -> int:
+    return len(text.encode("utf-8"))
 
 
 def relative_to(path: str, location: object) -> str:

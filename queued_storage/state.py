@@ -12,6 +12,7 @@ are logged and treated as misses.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from django.utils import timezone
 
 from . import ledger_access
 from .batching import batched
+from .cache_writes import set_value
 from .conf import settings
 from .ledger_sql import UPSERT_COLUMNS, statements
 from .status import FileState, Status
@@ -38,6 +40,8 @@ TIMESTAMPS = ("updated", "transferred", "lease_expires", "next_attempt")
 
 __all__ = ["LEDGER_CACHE_TIMEOUT", "FileState", "StateStore", "Status", "name_hash"]
 
+_DELETED = str(Status.DELETED)
+
 #: Seconds a state entry lives in the cache by default when the ledger is on:
 #: a day. An expired entry costs one indexed query on the next read.
 LEDGER_CACHE_TIMEOUT = 24 * 3600
@@ -46,6 +50,14 @@ LEDGER_CACHE_TIMEOUT = 24 * 3600
 def name_hash(name: str) -> str:
     """Return the hex SHA-256 of *name*, the ledger's index on names."""
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@functools.cache
+def _model() -> type[StoredFile]:
+    """Return the ledger's model, imported on first use (not at import)."""
+    from .models import StoredFile
+
+    return StoredFile
 
 
 def _stamped(state: FileState, now: datetime) -> FileState:
@@ -86,9 +98,7 @@ class StateStore:
 
     @property
     def model(self) -> type[StoredFile]:
-        from .models import StoredFile
-
-        return StoredFile
+        return _model()
 
     @property
     def db(self) -> str:
@@ -136,7 +146,7 @@ class StateStore:
             if len(values) == 1:
                 # One key is one plain SET; set_many() wraps it in a
                 # transaction (Redis) or a batch that costs more.
-                self.cache.set(*values.popitem(), timeout=timeout)
+                set_value(self.cache, *values.popitem(), timeout=timeout)
             else:
                 self.cache.set_many(values, timeout=timeout)
         except Exception as exc:
@@ -243,10 +253,13 @@ class StateStore:
         """
         now = timezone.now()
         state = _stamped(state, now)
-        if self.ledger and not ledger_access.run(
-            self._upsert, name, state, host, outbox, exclusive, now, using=self.db
-        ):
-            return False
+        if self.ledger:
+            db = self.db
+            written = ledger_access.run(
+                self._upsert, name, state, host, outbox, exclusive, now, db, using=db
+            )
+            if not written:
+                return False
         self.remember(name, state)
         return True
 
@@ -258,6 +271,7 @@ class StateStore:
         outbox: bool,
         exclusive: bool,
         now: datetime,
+        db: str,
     ) -> bool:
         values: dict[str, Any] = {
             "storage": self.reference, "name": name, "name_hash": name_hash(name),
@@ -268,17 +282,12 @@ class StateStore:
             "lease_owner": "", "lease_expires": None, "next_attempt": None,
             "local_deleted": None,
         }  # fmt: skip
-        sql = statements(self.db)
+        sql = statements(db)
         if sql is None:
             return self._orm_upsert(values, exclusive)
-        stamp = sql.timestamp(now)
-        return sql.upsert(
-            {
-                **values, "created": stamp, "updated": stamp,
-                "transferred": sql.timestamp(state.transferred_at),
-            },
-            only_over=str(Status.DELETED) if exclusive else None,
-        )  # fmt: skip
+        values["created"] = values["updated"] = sql.timestamp(now)
+        values["transferred"] = sql.timestamp(state.transferred_at)
+        return sql.upsert(values, only_over=_DELETED if exclusive else None)
 
     def _orm_upsert(self, values: dict[str, Any], exclusive: bool) -> bool:
         """Write the row of *values* through the ORM; return whether it was."""
