@@ -25,7 +25,7 @@ from django.utils import timezone
 from . import ledger_access
 from .batching import batched
 from .conf import settings
-from .ledger_sql import UPSERT_COLUMNS, statements
+from .ledger_sql import UPSERT_COLUMNS, UPSERT_MANY, statements
 from .status import FileState, Status
 
 if TYPE_CHECKING:
@@ -250,6 +250,71 @@ class StateStore:
         self.remember(name, state)
         return True
 
+    def record_many(
+        self, states: dict[str, FileState], *, exclusive: bool = False
+    ) -> set[str]:
+        """Record each of *states* (name to state) as :meth:`record` does.
+
+        The ledger gets one statement per :data:`~.ledger_sql.UPSERT_MANY`
+        rows where the database can say which rows it wrote, else one
+        transaction of a statement per row; the cache gets one write.
+        Return the names recorded: with *exclusive*, those whose ledger row
+        was free (missing, or of a deleted file).
+        """
+        now = timezone.now()
+        stamped = {name: _stamped(state, now) for name, state in states.items()}
+        written = set(stamped)
+        if self.ledger and stamped:
+            written = ledger_access.run(
+                self._upsert_many, stamped, exclusive, now, using=self.db
+            )
+        self._cache_set_many(
+            {self.key(name): stamped[name] for name in stamped if name in written}
+        )
+        return written
+
+    def _upsert_many(
+        self, states: dict[str, FileState], exclusive: bool, now: datetime
+    ) -> set[str]:
+        sql = statements(self.db)
+        written: set[str] = set()
+        if sql is not None and sql.returns:
+            stamp = sql.timestamp(now)
+            only_over = str(Status.DELETED) if exclusive else None
+            for batch in batched(states, UPSERT_MANY):
+                hashes = {name_hash(name): name for name in batch}
+                rows = [
+                    {
+                        **self._values(name, states[name], "", False, digest),
+                        "created": stamp,
+                        "updated": stamp,
+                        "transferred": sql.timestamp(states[name].transferred_at),
+                    }  # fmt: skip
+                    for digest, name in hashes.items()
+                ]
+                found = sql.upsert_many(rows, only_over)
+                written.update(hashes[digest] for digest in found or ())
+            return written
+        with transaction.atomic(using=self.db):
+            for name, state in states.items():
+                if self._upsert(name, state, "", False, exclusive, now):
+                    written.add(name)
+        return written
+
+    def _values(
+        self, name: str, state: FileState, host: str, outbox: bool, digest: str
+    ) -> dict[str, Any]:
+        """Return the ledger row of *name* in *state*, but its timestamps."""
+        return {
+            "storage": self.reference, "name": name, "name_hash": digest,
+            "status": str(state.status), "version": state.version,
+            "size": state.size, "attempts": state.attempts, "last_error": state.error,
+            "content_type": state.content_type, "host": host, "checksum": "",
+            "transferred": state.transferred_at, "outbox": outbox,
+            "lease_owner": "", "lease_expires": None, "next_attempt": None,
+            "local_deleted": None,
+        }  # fmt: skip
+
     def _upsert(
         self,
         name: str,
@@ -259,15 +324,7 @@ class StateStore:
         exclusive: bool,
         now: datetime,
     ) -> bool:
-        values: dict[str, Any] = {
-            "storage": self.reference, "name": name, "name_hash": name_hash(name),
-            "status": str(state.status), "version": state.version,
-            "size": state.size, "attempts": state.attempts, "last_error": state.error,
-            "content_type": state.content_type, "host": host, "checksum": "",
-            "transferred": state.transferred_at, "outbox": outbox,
-            "lease_owner": "", "lease_expires": None, "next_attempt": None,
-            "local_deleted": None,
-        }  # fmt: skip
+        values = self._values(name, state, host, outbox, name_hash(name))
         sql = statements(self.db)
         if sql is None:
             return self._orm_upsert(values, exclusive)
