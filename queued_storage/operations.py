@@ -19,7 +19,7 @@ from typing import Any
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from . import registry, tree
+from . import registry, transfer_s3, tree
 from .backends import QueuedStorage
 from .base import QueuedStorageBase
 from .batching import batched
@@ -460,9 +460,11 @@ class _Movers:
         #: Moved files not recorded yet, with their sizes.
         self.moved: list[tuple[Item, int]] = []
         self.since = 0.0
+        self.share: Callable[[], None] = lambda: None
 
     def __enter__(self) -> _Movers:
         if self.threads > 1:
+            self.share = transfer_s3.connection_sharer(self.queued.remote, self.threads)
             for number in range(self.threads):
                 thread = threading.Thread(
                     target=self._work, name=f"queued-storage-import-{number}",
@@ -476,6 +478,7 @@ class _Movers:
         from django.db import connections
 
         try:
+            self.share()
             while (chunk := self.todo.get()) is not None:
                 done: list[tuple[Item, int | str]] = []
                 for item in chunk:
