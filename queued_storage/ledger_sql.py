@@ -104,7 +104,7 @@ class Statements:
 
         Return the name hashes of the rows written, or ``None`` when the
         database cannot tell them (no ``RETURNING``): the caller then writes
-        the rows one by one. *rows* must not repeat a name, and
+        the rows one by one with :meth:`upsert`. *rows* must not repeat a name, and
         :data:`UPSERT_MANY` of them at most keep the statement under every
         database's limit on parameters.
         """

@@ -575,12 +575,21 @@ def _record_moved(
         name: FileState(Status.TRANSFERRED, secrets.token_hex(8), size)
         for (name, _), size in moved
     }
-    fresh = {
-        name: done[name] for (name, read), _ in moved if not (read and read.version)
+    # Untracked when looked up: nothing may have recorded the name since.
+    new = {name: done[name] for (name, read), _ in moved if read is None}
+    # Deleted when looked up (its row kept as a mark): only over that mark.
+    over = {
+        name: done[name]
+        for (name, read), _ in moved
+        if read is not None and not read.version
     }
     problems: dict[str, str | None] = {}
     try:
-        recorded = store.record_many(fresh, exclusive=True) if fresh else set()
+        recorded = set()
+        if new:
+            recorded |= store.record_many(new, exclusive=True, new_only=True)
+        if over:
+            recorded |= store.record_many(over, exclusive=True)
     except Exception as exc:
         reason = queued.redact(f"moved but not recorded: {type(exc).__name__}: {exc}")
         return {name: reason for name in done}

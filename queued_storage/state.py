@@ -251,7 +251,11 @@ class StateStore:
         return True
 
     def record_many(
-        self, states: dict[str, FileState], *, exclusive: bool = False
+        self,
+        states: dict[str, FileState],
+        *,
+        exclusive: bool = False,
+        new_only: bool = False,
     ) -> set[str]:
         """Record each of *states* (name to state) as :meth:`record` does.
 
@@ -259,14 +263,17 @@ class StateStore:
         rows where the database can say which rows it wrote, else one
         transaction of a statement per row; the cache gets one write.
         Return the names recorded: with *exclusive*, those whose ledger row
-        was free (missing, or of a deleted file).
+        was free (missing, or of a deleted file); with *new_only*, those
+        that had no ledger row at all.
         """
         now = timezone.now()
         stamped = {name: _stamped(state, now) for name, state in states.items()}
         written = set(stamped)
         if self.ledger and stamped:
+            # No row has an empty status: with it, no existing row is taken.
+            only_over = "" if new_only else str(Status.DELETED) if exclusive else None
             written = ledger_access.run(
-                self._upsert_many, stamped, exclusive, now, using=self.db
+                self._upsert_many, stamped, only_over, now, using=self.db
             )
         self._cache_set_many(
             {self.key(name): stamped[name] for name in stamped if name in written}
@@ -274,32 +281,48 @@ class StateStore:
         return written
 
     def _upsert_many(
-        self, states: dict[str, FileState], exclusive: bool, now: datetime
+        self, states: dict[str, FileState], only_over: str | None, now: datetime
     ) -> set[str]:
         sql = statements(self.db)
         written: set[str] = set()
-        if sql is not None and sql.returns:
-            stamp = sql.timestamp(now)
-            only_over = str(Status.DELETED) if exclusive else None
-            for batch in batched(states, UPSERT_MANY):
-                hashes = {name_hash(name): name for name in batch}
-                rows = [
-                    {
-                        **self._values(name, states[name], "", False, digest),
-                        "created": stamp,
-                        "updated": stamp,
-                        "transferred": sql.timestamp(states[name].transferred_at),
-                    }  # fmt: skip
-                    for digest, name in hashes.items()
-                ]
-                found = sql.upsert_many(rows, only_over)
-                written.update(hashes[digest] for digest in found or ())
+        if sql is None:
+            with transaction.atomic(using=self.db):
+                for name, state in states.items():
+                    values = self._values(name, state, "", False, name_hash(name))
+                    if self._orm_claim(values, only_over):
+                        written.add(name)
             return written
-        with transaction.atomic(using=self.db):
-            for name, state in states.items():
-                if self._upsert(name, state, "", False, exclusive, now):
-                    written.add(name)
+        stamp = sql.timestamp(now)
+        for batch in batched(states, UPSERT_MANY):
+            hashes = {name_hash(name): name for name in batch}
+            rows = [
+                {
+                    **self._values(name, states[name], "", False, digest),
+                    "created": stamp,
+                    "updated": stamp,
+                    "transferred": sql.timestamp(states[name].transferred_at),
+                }
+                for digest, name in hashes.items()
+            ]
+            found = sql.upsert_many(rows, only_over)
+            if found is None:  # No RETURNING: a statement per row, together.
+                with transaction.atomic(using=self.db):
+                    found = {
+                        row["name_hash"] for row in rows if sql.upsert(row, only_over)
+                    }
+            written.update(hashes[digest] for digest in found)
         return written
+
+    def _orm_claim(self, values: dict[str, Any], only_over: str | None) -> bool:
+        """Write the row of *values* as ``upsert(values, only_over)`` does."""
+        if only_over is None or only_over == Status.DELETED:
+            return self._orm_upsert(values, exclusive=only_over is not None)
+        try:
+            with transaction.atomic(using=self.db):
+                self.model.objects.using(self.db).create(**values)
+            return True
+        except IntegrityError:
+            return False
 
     def _values(
         self, name: str, state: FileState, host: str, outbox: bool, digest: str
