@@ -337,17 +337,19 @@ def bulk_import(
     """Move every file of *queued*'s local storage that is not yet remote.
 
     Files are transferred by this process, by *concurrency* threads at once,
-    and each is recorded as soon as it is moved, so an interrupted import
-    resumes where it stopped. *rate* caps the files per second; *limit* the
-    number of files handled in this run. *found* is called with each file
-    that is (or, in a dry run, would be) moved. The local tree is walked
-    lazily and looked up a batch at a time, and at most twice *concurrency*
-    files wait for a thread, so memory does not grow with the number of
-    files; symbolic links, special files and names the storage refuses are
-    left out and counted in the report's ``refused``. *progress*, when
-    given, is called as each file is done with (moved, failed or found
-    already remote) with its number and the number of local files (counted
-    first).
+    and recorded by the calling thread a batch at a time (see
+    :class:`_Movers`); an interrupted import resumes where it stopped, since
+    a file uploaded but not yet recorded is found on the remote by the next
+    one and recorded without a second upload. *rate* caps the files per
+    second; *limit* the number of files handled in this run. *found* is
+    called with each file that is (or, in a dry run, would be) moved. The
+    local tree is walked lazily and looked up a batch at a time, and at most
+    twice *concurrency* handfuls of :data:`CHUNK` files wait for a thread,
+    so memory does not grow with the number of files; symbolic links,
+    special files and names the storage refuses are left out and counted in
+    the report's ``refused``. *progress*, when given, is called as each
+    file is done with (moved and recorded, failed or found already remote)
+    with its number and the number of local files (counted first).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency!r}.")

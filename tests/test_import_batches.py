@@ -52,9 +52,7 @@ def returning(request, monkeypatch):
     if not request.param:
         from django.db import connection
 
-        monkeypatch.setattr(
-            ledger_sql.statements(connection.alias), "returns", False
-        )
+        monkeypatch.setattr(ledger_sql.statements(connection.alias), "returns", False)
     return request.param
 
 
