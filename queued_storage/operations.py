@@ -568,9 +568,10 @@ def _record_moved(
     its name meanwhile; these are recorded together. One seen with a state
     is recorded only if that state is still current. A file deleted
     meanwhile must not come back: what the import uploaded is removed from
-    the remote. A batch that cannot be recorded at all (the ledger is out of
-    reach) counts its files as failed with the reason: the next import finds
-    them on the remote and records them without uploading them again.
+    the remote. When the ledger refuses a batch, its files are recorded one
+    by one, and a file that cannot be recorded (the ledger is out of reach)
+    counts as failed with the reason: the next import finds it on the
+    remote and records it without uploading it again.
     """
     store = queued.state
     done = {
@@ -586,16 +587,27 @@ def _record_moved(
         if read is not None and not read.version
     }
     problems: dict[str, str | None] = {}
-    try:
-        recorded = set()
-        if new:
-            recorded |= store.record_many(new, exclusive=True, new_only=True)
-        if over:
-            recorded |= store.record_many(over, exclusive=True)
-    except Exception as exc:
-        reason = queued.redact(f"moved but not recorded: {type(exc).__name__}: {exc}")
-        return {name: reason for name in done}
+    recorded: set[str] = set()
+    for group, new_only in ((new, True), (over, False)):
+        if not group:
+            continue
+        try:
+            recorded |= store.record_many(group, exclusive=True, new_only=new_only)
+            continue
+        except Exception:  # noqa: S110 - told per file below
+            pass
+        # One at a time, so that a row the ledger refuses fails alone.
+        for name, state in group.items():
+            try:
+                one = {name: state}
+                recorded |= store.record_many(one, exclusive=True, new_only=new_only)
+            except Exception as exc:
+                problems[name] = queued.redact(
+                    f"moved but not recorded: {type(exc).__name__}: {exc}"
+                )
     for (name, read), _ in moved:
+        if name in problems:
+            continue
         try:
             if read and read.version:
                 ok = store.compare_and_set(

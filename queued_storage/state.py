@@ -283,14 +283,21 @@ class StateStore:
     def _upsert_many(
         self, states: dict[str, FileState], only_over: str | None, now: datetime
     ) -> set[str]:
+        # All or nothing; inside the caller's transaction, a savepoint that a
+        # refused statement rolls back to, leaving that transaction usable.
+        with transaction.atomic(using=self.db):
+            return self._write_many(states, only_over, now)
+
+    def _write_many(
+        self, states: dict[str, FileState], only_over: str | None, now: datetime
+    ) -> set[str]:
         sql = statements(self.db)
         written: set[str] = set()
         if sql is None:
-            with transaction.atomic(using=self.db):
-                for name, state in states.items():
-                    values = self._values(name, state, "", False, name_hash(name))
-                    if self._orm_claim(values, only_over):
-                        written.add(name)
+            for name, state in states.items():
+                values = self._values(name, state, "", False, name_hash(name))
+                if self._orm_claim(values, only_over):
+                    written.add(name)
             return written
         stamp = sql.timestamp(now)
         for batch in batched(states, UPSERT_MANY):
@@ -305,11 +312,8 @@ class StateStore:
                 for digest, name in hashes.items()
             ]
             found = sql.upsert_many(rows, only_over)
-            if found is None:  # No RETURNING: a statement per row, together.
-                with transaction.atomic(using=self.db):
-                    found = {
-                        row["name_hash"] for row in rows if sql.upsert(row, only_over)
-                    }
+            if found is None:  # No RETURNING: a statement per row.
+                found = {row["name_hash"] for row in rows if sql.upsert(row, only_over)}
             written.update(hashes[digest] for digest in found)
         return written
 

@@ -171,6 +171,24 @@ def test_a_batch_the_ledger_refuses_is_recorded_by_the_next_import(
     assert again == uploaded
 
 
+def test_a_row_the_ledger_refuses_fails_alone(site, monkeypatch):
+    real = StateStore.record_many
+    bad = "d1/f004.txt"
+
+    def picky(self: StateStore, states: dict[str, Any], **kwargs: Any) -> set[str]:
+        if bad in states:
+            raise DatabaseError("value too long for this column")
+        return real(self, states, **kwargs)
+
+    monkeypatch.setattr(StateStore, "record_many", picky)
+    report = operations.bulk_import(site, concurrency=3)
+    assert (report.done, report.failures) == (11, 1)
+    assert report.failed[bad].startswith("moved but not recorded: DatabaseError")
+    rows = StoredFile.objects.filter(storage=site.reference, status=Status.TRANSFERRED)
+    assert rows.count() == 11
+    assert not rows.filter(name=bad).exists()
+
+
 def test_import_threads_share_the_s3_client_of_the_calling_thread(site):
     share = transfer_s3.connection_sharer(site.remote, 4)
     seen: list[Any] = []
