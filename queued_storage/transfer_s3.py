@@ -102,8 +102,11 @@ def connection_sharer(remote: Storage, threads: int) -> Callable[[], None]:
         or not isinstance(local, threading.local)
     ):
         return _keep
-    connection = remote.connection  # type: ignore[attr-defined]
-    config = connection.meta.client.meta.config
+    try:
+        connection = remote.connection  # type: ignore[attr-defined]
+        config = connection.meta.client.meta.config
+    except Exception:  # noqa: BLE001 - each transfer will tell what is wrong
+        return _keep
     if (getattr(config, "max_pool_connections", 0) or 0) < threads:
         return _keep
 
