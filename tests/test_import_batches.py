@@ -110,12 +110,18 @@ def test_more_files_than_a_batch_are_all_recorded_once(fs_queued, returning):
     for i in range(count):
         storage.local.save(f"d{i % 3}/n{i:04d}.txt", ContentFile(b"x" * (i % 5)))
     told: list[int] = []
-    report = operations.bulk_import(
-        storage, concurrency=4, progress=lambda i, total, name: told.append(i)
-    )
+    unrecorded: list[str] = []
+    rows = StoredFile.objects.filter(storage=storage.reference)
+
+    def progress(index: int, total: int, name: str) -> None:
+        told.append(index)
+        if not rows.filter(name=name, status=Status.TRANSFERRED).exists():
+            unrecorded.append(name)
+
+    report = operations.bulk_import(storage, concurrency=4, progress=progress)
     assert (report.done, report.failures, report.skipped) == (count, 0, 0)
     assert told == list(range(1, count + 1))
-    rows = StoredFile.objects.filter(storage=storage.reference)
+    assert unrecorded == []  # Each file is counted once it is recorded.
     assert rows.filter(status=Status.TRANSFERRED).count() == count
     assert {size for size in rows.values_list("size", flat=True)} == set(range(5))
     again = operations.bulk_import(storage, concurrency=4)
