@@ -28,6 +28,11 @@ UPSERT_COLUMNS = (
 )  # fmt: skip
 
 
+#: The most rows :meth:`Statements.upsert_many` writes in one statement: 19
+#: parameters each, under the 999 of SQLite before 3.32.
+UPSERT_MANY = 50
+
+
 class Statements:
     """The hot ledger statements of one database connection."""
 
@@ -38,6 +43,7 @@ class Statements:
         quote = connections[alias].ops.quote_name
         self.quote = quote
         self._updates: dict[tuple[Any, ...], str] = {}
+        self._upserts: dict[tuple[int, bool], str] = {}
         self.table = quote(StoredFile._meta.db_table)
         self.in_use_sql = (
             f"SELECT 1 FROM {self.table} WHERE {quote('storage')} = %s"
@@ -60,6 +66,7 @@ class Statements:
         self.claim_sql = (
             f"{self.upsert_sql} WHERE {self.table}.{quote('status')} = %(only_over)s"
         )
+        self.returns = connections[alias].features.can_return_rows_from_bulk_insert
 
     def _cursor(self) -> Any:
         return connections[self.alias].cursor()
@@ -89,6 +96,47 @@ class Statements:
         with self._cursor() as cursor:
             cursor.execute(sql, params)
             return bool(cursor.rowcount)
+
+    def upsert_many(
+        self, rows: list[dict[str, Any]], only_over: str | None = None
+    ) -> set[str] | None:
+        """Write the *rows* as :meth:`upsert` does, in one statement.
+
+        Return the name hashes of the rows written, or ``None`` when the
+        database cannot tell them (no ``RETURNING``): the caller then writes
+        the rows one by one with :meth:`upsert`. *rows* must not repeat a name, and
+        :data:`UPSERT_MANY` of them at most keep the statement under every
+        database's limit on parameters.
+        """
+        if not self.returns:
+            return None
+        sql = self._upsert_many_sql(len(rows), only_over is not None)
+        params = [row[column] for row in rows for column in self.insert_columns]
+        if only_over is not None:
+            params.append(only_over)
+        with self._cursor() as cursor:
+            cursor.execute(sql, params)
+            return {digest for (digest,) in cursor.fetchall()}
+
+    def _upsert_many_sql(self, count: int, claim: bool) -> str:
+        shape = (count, claim)
+        if shape not in self._upserts:
+            quote = self.quote
+            row = f"({', '.join(['%s'] * len(self.insert_columns))})"
+            updates = ", ".join(
+                f"{quote(c)} = EXCLUDED.{quote(c)}" for c in UPSERT_COLUMNS
+            )
+            sql = (
+                f"INSERT INTO {self.table}"
+                f" ({', '.join(quote(c) for c in self.insert_columns)})"
+                f" VALUES {', '.join([row] * count)}"
+                f" ON CONFLICT ({quote('storage')}, {quote('name_hash')})"
+                f" DO UPDATE SET {updates}"
+            )
+            if claim:
+                sql += f" WHERE {self.table}.{quote('status')} = %s"
+            self._upserts[shape] = f"{sql} RETURNING {quote('name_hash')}"
+        return self._upserts[shape]
 
     def update(
         self,

@@ -19,7 +19,7 @@ from typing import Any
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from . import registry, tree
+from . import registry, transfer_s3, tree
 from .backends import QueuedStorage
 from .base import QueuedStorageBase
 from .batching import batched
@@ -337,17 +337,19 @@ def bulk_import(
     """Move every file of *queued*'s local storage that is not yet remote.
 
     Files are transferred by this process, by *concurrency* threads at once,
-    and each is recorded as soon as it is moved, so an interrupted import
-    resumes where it stopped. *rate* caps the files per second; *limit* the
-    number of files handled in this run. *found* is called with each file
-    that is (or, in a dry run, would be) moved. The local tree is walked
-    lazily and looked up a batch at a time, and at most twice *concurrency*
-    files wait for a thread, so memory does not grow with the number of
-    files; symbolic links, special files and names the storage refuses are
-    left out and counted in the report's ``refused``. *progress*, when
-    given, is called as each file is done with (moved, failed or found
-    already remote) with its number and the number of local files (counted
-    first).
+    and recorded by the calling thread a batch at a time (see
+    :class:`_Movers`); an interrupted import resumes where it stopped, since
+    a file uploaded but not yet recorded is found on the remote by the next
+    one and recorded without a second upload. *rate* caps the files per
+    second; *limit* the number of files handled in this run. *found* is
+    called with each file that is (or, in a dry run, would be) moved. The
+    local tree is walked lazily and looked up a batch at a time, and at most
+    twice *concurrency* handfuls of :data:`CHUNK` files wait for a thread,
+    so memory does not grow with the number of files; symbolic links,
+    special files and names the storage refuses are left out and counted in
+    the report's ``refused``. *progress*, when given, is called as each
+    file is done with (moved and recorded, failed or found already remote)
+    with its number and the number of local files (counted first).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency!r}.")
@@ -379,7 +381,8 @@ def bulk_import(
 
     started = time.monotonic()
     handled = 0
-    with _Movers(queued, concurrency if not dry_run else 0, tell) as movers:
+    threads = concurrency if not dry_run else 0
+    with _Movers(queued, threads, tell, chunk=1 if rate else CHUNK) as movers:
         for batch in batched(files()):
             states = queued.state.get_many(batch)
             for name in batch:
@@ -403,26 +406,40 @@ def bulk_import(
     return report
 
 
-def _move(queued: QueuedStorageBase, name: str, state: FileState | None) -> str | None:
-    """Transfer and record *name*, read as *state*; return what went wrong."""
+#: Moved files recorded at once: one ledger statement (a few on databases
+#: without ``RETURNING``) and one cache write for all of them.
+RECORD_BATCH = 100
+#: The most seconds a moved file waits to be recorded with others.
+RECORD_INTERVAL = 1.0
+#: Files handed to a thread at once (one at a time under ``rate``).
+CHUNK = 8
+
+
+def _transfer(queued: QueuedStorageBase, name: str) -> int | str:
+    """Transfer *name*; return its size, or what went wrong."""
     try:
-        result = transfer_file(name, queued.local, queued.remote)
+        return transfer_file(name, queued.local, queued.remote).size
     except Exception as exc:
         return queued.redact(f"{type(exc).__name__}: {exc}")
-    done = FileState(Status.TRANSFERRED, secrets.token_hex(8), result.size)
-    if not _record_imported(queued, name, state, done):
-        return _CHANGED
-    return None
+
+
+#: A file to move: its name and its state when it was looked up.
+Item = tuple[str, FileState | None]
 
 
 class _Movers:
-    """Threads that move the files given to :meth:`move`.
+    """Threads that move the files given to :meth:`move`; this thread records them.
 
-    *tell* is called in the caller's thread with each name and its problem
-    (``None`` once moved), so that the report needs no lock. With no
-    threads, each file is moved at once in the caller's thread. Leaving the
-    ``with`` block waits for every file given, then closes the threads'
-    database connections.
+    Files go to the threads :data:`CHUNK` at a time; each thread only
+    transfers. What they moved is recorded by the caller's thread,
+    :data:`RECORD_BATCH` files at a time or after :data:`RECORD_INTERVAL`
+    seconds, whichever comes first, with one ledger statement and one cache
+    write (see :func:`_record_moved`). *tell* is called in the caller's
+    thread with each name and its problem (``None`` once moved and
+    recorded), so that the report needs no lock. With no threads, each file
+    is transferred at once in the caller's thread. Leaving the ``with``
+    block, even by an error, waits for every file given and records those
+    moved, then closes the threads' database connections.
     """
 
     def __init__(
@@ -430,16 +447,26 @@ class _Movers:
         queued: QueuedStorageBase,
         threads: int,
         tell: Callable[[str, str | None], None],
+        chunk: int = CHUNK,
     ) -> None:
         self.queued, self.threads, self.tell = queued, threads, tell
-        self.todo: queue.Queue[tuple[str, FileState | None] | None] = queue.Queue(
+        self.chunk_size = chunk
+        self.todo: queue.Queue[list[Item] | None] = queue.Queue(
             maxsize=2 * max(threads, 1)
         )
-        self.outcomes: queue.SimpleQueue[tuple[str, str | None]] = queue.SimpleQueue()
+        self.outcomes: queue.SimpleQueue[list[tuple[Item, int | str]]] = (
+            queue.SimpleQueue()
+        )
         self.running: list[threading.Thread] = []
+        self.chunk: list[Item] = []
+        #: Moved files not recorded yet, with their sizes.
+        self.moved: list[tuple[Item, int]] = []
+        self.since = 0.0
+        self.share: Callable[[], None] = lambda: None
 
     def __enter__(self) -> _Movers:
         if self.threads > 1:
+            self.share = transfer_s3.connection_sharer(self.queued.remote, self.threads)
             for number in range(self.threads):
                 thread = threading.Thread(
                     target=self._work, name=f"queued-storage-import-{number}",
@@ -453,37 +480,77 @@ class _Movers:
         from django.db import connections
 
         try:
-            while (item := self.todo.get()) is not None:
-                name, state = item
-                try:
-                    problem = _move(self.queued, name, state)
-                except BaseException as exc:  # Told, never lost with the thread.
-                    problem = self.queued.redact(f"{type(exc).__name__}: {exc}")
-                self.outcomes.put((name, problem))
+            self.share()
+            while (chunk := self.todo.get()) is not None:
+                done: list[tuple[Item, int | str]] = []
+                for item in chunk:
+                    try:
+                        outcome = _transfer(self.queued, item[0])
+                    except BaseException as exc:  # Told, never lost with the thread.
+                        outcome = self.queued.redact(f"{type(exc).__name__}: {exc}")
+                    done.append((item, outcome))
+                self.outcomes.put(done)
         finally:
             connections.close_all()
 
     def move(self, name: str, state: FileState | None) -> None:
         if not self.running:
-            self.tell(name, _move(self.queued, name, state))
+            self._settle([((name, state), _transfer(self.queued, name))])
             return
-        self.todo.put((name, state))
+        self.chunk.append((name, state))
+        if len(self.chunk) >= self.chunk_size:
+            self.todo.put(self.chunk)
+            self.chunk = []
         self._drain()
 
     def _drain(self) -> None:
         while True:
             try:
-                name, problem = self.outcomes.get_nowait()
+                done = self.outcomes.get_nowait()
             except queue.Empty:
+                break
+            self._settle(done, record=False)
+        self._record(force=False)
+
+    def _settle(self, done: list[tuple[Item, int | str]], record: bool = True) -> None:
+        """Tell the failures among *done* at once; keep the moved to record."""
+        for item, outcome in done:
+            if isinstance(outcome, str):
+                self.tell(item[0], outcome)
+            else:
+                if not self.moved:
+                    self.since = time.monotonic()
+                self.moved.append((item, outcome))
+        if record:
+            self._record(force=False)
+
+    def _record(self, force: bool) -> None:
+        if not self.moved:
+            return
+        if not force and len(self.moved) < RECORD_BATCH:
+            if time.monotonic() - self.since < RECORD_INTERVAL:
                 return
+        moved, self.moved = self.moved, []
+        for name, problem in _record_moved(self.queued, moved).items():
             self.tell(name, problem)
 
     def __exit__(self, *exc: object) -> None:
-        for _ in self.running:
-            self.todo.put(None)
-        for thread in self.running:
-            thread.join()
-        self._drain()
+        try:
+            if self.running:
+                if self.chunk:
+                    self.todo.put(self.chunk)
+                    self.chunk = []
+                for _ in self.running:
+                    self.todo.put(None)
+                for thread in self.running:
+                    thread.join()
+                while True:
+                    try:
+                        self._settle(self.outcomes.get_nowait(), record=False)
+                    except queue.Empty:
+                        break
+        finally:
+            self._record(force=True)
 
 
 _CHANGED = (
@@ -492,29 +559,74 @@ _CHANGED = (
 )
 
 
-def _record_imported(
-    queued: QueuedStorageBase, name: str, read: FileState | None, done: FileState
-) -> bool:
-    """Record *name* as *done* unless it changed since its state was *read*.
+def _record_moved(
+    queued: QueuedStorageBase, moved: list[tuple[Item, int]]
+) -> dict[str, str | None]:
+    """Record the *moved* files as transferred; return each name's problem.
 
-    A file deleted meanwhile must not come back: what the import uploaded
-    is removed from the remote. A file first seen untracked is recorded only
-    if no other save recorded the name meanwhile.
+    A file first seen untracked is recorded only if no other save recorded
+    its name meanwhile; these are recorded together. One seen with a state
+    is recorded only if that state is still current. A file deleted
+    meanwhile must not come back: what the import uploaded is removed from
+    the remote. When the ledger refuses a batch, its files are recorded one
+    by one, and a file that cannot be recorded (the ledger is out of reach)
+    counts as failed with the reason: the next import finds it on the
+    remote and records it without uploading it again.
     """
     store = queued.state
-    if read is None or not read.version:
-        recorded = store.record(name, done, exclusive=True)
-    else:
-        recorded = store.compare_and_set(
-            name, read.version, done,
-            only_from=(Status.PENDING, Status.TRANSFERRING, Status.FAILED),
-        )  # fmt: skip
-    if recorded:
-        return True
-    current = store.get(name, durable=True)
-    if (current is None and store.ledger) or (current and current.is_deleted):
-        queued.remote.delete(name)
-    return False
+    done = {
+        name: FileState(Status.TRANSFERRED, secrets.token_hex(8), size)
+        for (name, _), size in moved
+    }
+    # Untracked when looked up: nothing may have recorded the name since.
+    new = {name: done[name] for (name, read), _ in moved if read is None}
+    # Deleted when looked up (its row kept as a mark): only over that mark.
+    over = {
+        name: done[name]
+        for (name, read), _ in moved
+        if read is not None and not read.version
+    }
+    problems: dict[str, str | None] = {}
+    recorded: set[str] = set()
+    for group, new_only in ((new, True), (over, False)):
+        if not group:
+            continue
+        try:
+            recorded |= store.record_many(group, exclusive=True, new_only=new_only)
+            continue
+        except Exception:  # noqa: S110 - told per file below
+            pass
+        # One at a time, so that a row the ledger refuses fails alone.
+        for name, state in group.items():
+            try:
+                one = {name: state}
+                recorded |= store.record_many(one, exclusive=True, new_only=new_only)
+            except Exception as exc:
+                problems[name] = queued.redact(
+                    f"moved but not recorded: {type(exc).__name__}: {exc}"
+                )
+    for (name, read), _ in moved:
+        if name in problems:
+            continue
+        try:
+            if read and read.version:
+                ok = store.compare_and_set(
+                    name, read.version, done[name],
+                    only_from=(Status.PENDING, Status.TRANSFERRING, Status.FAILED),
+                )  # fmt: skip
+            else:
+                ok = name in recorded
+            if not ok:
+                current = store.get(name, durable=True)
+                if (current is None and store.ledger) or (
+                    current and current.is_deleted
+                ):
+                    queued.remote.delete(name)
+        except Exception as exc:
+            problems[name] = queued.redact(f"{type(exc).__name__}: {exc}")
+            continue
+        problems[name] = None if ok else _CHANGED
+    return problems
 
 
 def purge(older_than: timedelta, storage: str | None = None) -> int:

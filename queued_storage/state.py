@@ -27,7 +27,7 @@ from . import ledger_access
 from .batching import batched
 from .cache_writes import set_value
 from .conf import settings
-from .ledger_sql import UPSERT_COLUMNS, statements
+from .ledger_sql import UPSERT_COLUMNS, UPSERT_MANY, statements
 from .status import FileState, Status
 
 if TYPE_CHECKING:
@@ -263,6 +263,98 @@ class StateStore:
         self.remember(name, state)
         return True
 
+    def record_many(
+        self,
+        states: dict[str, FileState],
+        *,
+        exclusive: bool = False,
+        new_only: bool = False,
+    ) -> set[str]:
+        """Record each of *states* (name to state) as :meth:`record` does.
+
+        The ledger gets one statement per :data:`~.ledger_sql.UPSERT_MANY`
+        rows where the database can say which rows it wrote, else one
+        transaction of a statement per row; the cache gets one write.
+        Return the names recorded: with *exclusive*, those whose ledger row
+        was free (missing, or of a deleted file); with *new_only*, those
+        that had no ledger row at all.
+        """
+        now = timezone.now()
+        stamped = {name: _stamped(state, now) for name, state in states.items()}
+        written = set(stamped)
+        if self.ledger and stamped:
+            # No row has an empty status: with it, no existing row is taken.
+            only_over = "" if new_only else str(Status.DELETED) if exclusive else None
+            written = ledger_access.run(
+                self._upsert_many, stamped, only_over, now, using=self.db
+            )
+        self._cache_set_many(
+            {self.key(name): stamped[name] for name in stamped if name in written}
+        )
+        return written
+
+    def _upsert_many(
+        self, states: dict[str, FileState], only_over: str | None, now: datetime
+    ) -> set[str]:
+        # All or nothing; inside the caller's transaction, a savepoint that a
+        # refused statement rolls back to, leaving that transaction usable.
+        with transaction.atomic(using=self.db):
+            return self._write_many(states, only_over, now)
+
+    def _write_many(
+        self, states: dict[str, FileState], only_over: str | None, now: datetime
+    ) -> set[str]:
+        sql = statements(self.db)
+        written: set[str] = set()
+        if sql is None:
+            for name, state in states.items():
+                values = self._values(name, state, "", False, name_hash(name))
+                if self._orm_claim(values, only_over):
+                    written.add(name)
+            return written
+        stamp = sql.timestamp(now)
+        for batch in batched(states, UPSERT_MANY):
+            hashes = {name_hash(name): name for name in batch}
+            rows = [
+                {
+                    **self._values(name, states[name], "", False, digest),
+                    "created": stamp,
+                    "updated": stamp,
+                    "transferred": sql.timestamp(states[name].transferred_at),
+                }
+                for digest, name in hashes.items()
+            ]
+            found = sql.upsert_many(rows, only_over)
+            if found is None:  # No RETURNING: a statement per row.
+                found = {row["name_hash"] for row in rows if sql.upsert(row, only_over)}
+            written.update(hashes[digest] for digest in found)
+        return written
+
+    def _orm_claim(self, values: dict[str, Any], only_over: str | None) -> bool:
+        """Write the row of *values* as ``upsert(values, only_over)`` does."""
+        if only_over is None or only_over == Status.DELETED:
+            return self._orm_upsert(values, exclusive=only_over is not None)
+        try:
+            with transaction.atomic(using=self.db):
+                self.model.objects.using(self.db).create(**values)
+            return True
+        except IntegrityError:
+            return False
+
+    def _values(
+        self, name: str, state: FileState, host: str, outbox: bool, digest: str
+    ) -> dict[str, Any]:
+        """Return the ledger row of *name* in *state*, but its timestamps."""
+        return {
+            "storage": self.reference, "name": name, "name_hash": digest,
+            "status": str(state.status), "version": state.version,
+            "size": state.size, "attempts": state.attempts, "last_error": state.error,
+            "content_type": state.content_type, "host": host, "checksum": "",
+            "transferred": state.transferred_at, "outbox": outbox,
+            "lease_owner": "", "lease_expires": None, "next_attempt": None,
+            "local_deleted": None,
+        }  # fmt: skip
+
     def _upsert(
         self,
         name: str,
@@ -273,15 +365,7 @@ class StateStore:
         now: datetime,
         db: str,
     ) -> bool:
-        values: dict[str, Any] = {
-            "storage": self.reference, "name": name, "name_hash": name_hash(name),
-            "status": str(state.status), "version": state.version,
-            "size": state.size, "attempts": state.attempts, "last_error": state.error,
-            "content_type": state.content_type, "host": host, "checksum": "",
-            "transferred": state.transferred_at, "outbox": outbox,
-            "lease_owner": "", "lease_expires": None, "next_attempt": None,
-            "local_deleted": None,
-        }  # fmt: skip
+        values = self._values(name, state, host, outbox, name_hash(name))
         sql = statements(db)
         if sql is None:
             return self._orm_upsert(values, exclusive)

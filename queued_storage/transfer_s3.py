@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +75,45 @@ def applies_to(remote: Storage) -> bool:
         )
         and not getattr(remote, "gzip", False)
     )
+
+
+def _keep() -> None:
+    """Leave a thread's connection as the storage makes it."""
+
+
+def connection_sharer(remote: Storage, threads: int) -> Callable[[], None]:
+    """Return what makes the calling thread use this thread's client of *remote*.
+
+    ``S3Storage`` makes a boto3 session and resource per thread, which costs
+    a few tenths of a second of CPU each. A transfer only uses the
+    resource's client, which boto3 makes safe to share between threads, so
+    *threads* threads that only transfer can share this thread's when its
+    connection pool holds one connection for each. For another storage, or
+    a smaller pool, the function returned does nothing.
+    """
+    try:
+        from storages.backends.s3 import S3Storage  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        return _keep
+    local = getattr(remote, "_connections", None)
+    if (
+        not applies_to(remote)
+        or getattr(type(remote), "connection", None) is not S3Storage.connection
+        or not isinstance(local, threading.local)
+    ):
+        return _keep
+    try:
+        connection = remote.connection  # type: ignore[attr-defined]
+        config = connection.meta.client.meta.config
+    except Exception:  # noqa: BLE001 - each transfer will tell what is wrong
+        return _keep
+    if (getattr(config, "max_pool_connections", 0) or 0) < threads:
+        return _keep
+
+    def share() -> None:
+        local.connection = connection
+
+    return share
 
 
 @dataclass
