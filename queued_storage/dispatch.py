@@ -26,6 +26,9 @@ from django.db import close_old_connections, router
 from django.db.models import Q
 from django.utils import timezone
 
+from .conf import settings
+from .enqueue import send_files
+from .ledger_sql import statements
 from .operations import resolve_reference
 from .signals import file_queued
 from .status import Status
@@ -33,20 +36,108 @@ from .status import Status
 logger = logging.getLogger("queued_storage")
 
 
+#: Files up to this size (as recorded) may share a transfer message.
+SMALL_FILE = 1024 * 1024
+#: Worker processes a pass spreads its small files over, at least.
+SPREAD = 8
+
+#: ``(pk, storage, name, version, host, size)`` of a row the pass took.
+Taken = tuple[int, str, str, str, str, "int | None"]
+
+
 def dispatch(
     batch: int = 100,
     storage: str | None = None,
     stop: Callable[[], bool] = lambda: False,
+    spread: int = SPREAD,
 ) -> list[str]:
     """Send the messages of up to *batch* files of the outbox; return their names.
 
     The oldest rows go first. *storage*, a reference, keeps to one storage.
-    When *stop* returns true, the pass ends before it claims the next row:
-    the rows not yet claimed stay in the outbox.
+    Small files of one storage and host share messages, up to
+    :setting:`QUEUED_STORAGE_DISPATCH_FILES` each, in at least *spread*
+    messages when there are that many files, so that as many worker
+    processes can take them. When *stop* returns true, the pass ends before
+    its next message: the files not yet sent go back to the outbox.
     """
     from .models import StoredFile
 
     db = router.db_for_write(StoredFile) or "default"
+    sql = statements(db)
+    taken = None if sql is None else sql.take_outbox(batch, storage, timezone.now())
+    if taken is None:
+        return _dispatch_rows(db, batch, storage, stop)
+    sent: list[str] = []
+    messages = _messages(taken, spread)
+    for at, (reference, host, rows) in enumerate(messages):
+        if stop() or not _send(reference, host, rows, sent):
+            # Stopping, or the broker is unreachable (logged): what was not
+            # sent goes back to the outbox for the next pass.
+            for _, _, left in messages[at:]:
+                _put_back(db, left)
+            break
+    return sent
+
+
+def _messages(taken: list[Taken], spread: int) -> list[tuple[str, str, list[Taken]]]:
+    """Group *taken* rows into ``(storage, host, rows)`` of one message each."""
+    small: dict[tuple[str, str], list[Taken]] = {}
+    out: list[tuple[str, str, list[Taken]]] = []
+    per_message = max(1, int(settings.QUEUED_STORAGE_DISPATCH_FILES))
+    for row in taken:
+        reference, host, size = row[1], row[4], row[5]
+        if per_message > 1 and size is not None and size <= SMALL_FILE:
+            small.setdefault((reference, host), []).append(row)
+        else:
+            out.append((reference, host, [row]))
+    for (reference, host), rows in small.items():
+        count = max(-(-len(rows) // per_message), min(len(rows), spread))
+        # Oldest first, and as even as the count allows.
+        size, extra = divmod(len(rows), count)
+        start = 0
+        for index in range(count):
+            end = start + size + (index < extra)
+            out.append((reference, host, rows[start:end]))
+            start = end
+    return out
+
+
+def _send(reference: str, host: str, rows: list[Taken], sent: list[str]) -> bool:
+    """Send the message of *rows*; return False when the broker is unreachable."""
+    target = resolve_reference(reference, rows[0][2])
+    if target is None or target.delayed:
+        return True  # Delayed files wait for an explicit transfer().
+    files = [(row[2], row[3]) for row in rows]
+    if len(files) == 1:
+        result = target.enqueue(files[0][0], files[0][1], host=host or None)
+    else:
+        result = send_files(target, files, host or None)
+    if result is None:
+        return False
+    for name, version in files:
+        file_queued.send(type(target), name=name, storage=target, version=version)
+        sent.append(name)
+    return True
+
+
+def _put_back(db: str, rows: list[Taken]) -> None:
+    from .models import StoredFile
+
+    for pk, _, _, version, _, _ in rows:
+        StoredFile.objects.using(db).filter(
+            pk=pk, version=version, status=Status.PENDING
+        ).update(outbox=True)
+
+
+def _dispatch_rows(
+    db: str, batch: int, storage: str | None, stop: Callable[[], bool]
+) -> list[str]:
+    """Send a message per row, each claimed by its own ``UPDATE``.
+
+    The way of databases that cannot read rows back from an ``UPDATE``.
+    """
+    from .models import StoredFile
+
     # A retry waits in the outbox until it is due.
     due = Q(next_attempt__isnull=True) | Q(next_attempt__lte=timezone.now())
     rows = StoredFile.objects.using(db).filter(due, status=Status.PENDING, outbox=True)
@@ -61,17 +152,11 @@ def dispatch(
         mine = StoredFile.objects.using(db).filter(pk=pk, version=version, outbox=True)
         if not mine.update(outbox=False):
             continue  # Another dispatcher took it, or it changed meanwhile.
-        target = resolve_reference(reference, name)
-        if target is None or target.delayed:
-            continue  # Delayed files wait for an explicit transfer().
-        if target.enqueue(name, version, host=host or None) is None:
-            # The broker is unreachable (logged): try again on the next pass.
-            StoredFile.objects.using(db).filter(
-                pk=pk, version=version, status=Status.PENDING
-            ).update(outbox=True)
+        if not _send(
+            reference, host, [(pk, reference, name, version, host, None)], sent
+        ):
+            _put_back(db, [(pk, reference, name, version, host, None)])
             break
-        file_queued.send(type(target), name=name, storage=target, version=version)
-        sent.append(name)
     return sent
 
 

@@ -1,0 +1,232 @@
+"""Small files share the dispatcher's messages; each keeps its own transfer.
+
+The dispatcher sends to a Redis queue that nobody consumes, so the test can
+read the messages it sent; the workers' side runs the task's ``run()`` on
+those very messages, as a worker process does with what it receives.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import redis
+from django.core.files.base import ContentFile
+from django.test import override_settings
+
+from queued_storage import dispatch, message
+from queued_storage.exceptions import InvalidMessage
+from queued_storage.models import StoredFile
+from queued_storage.state import Status
+from queued_storage.tasks import get_task
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TASK = "queued_storage.tasks.Transfer"
+
+
+@pytest.fixture
+def queue(unique, servers):
+    """Send to a queue nobody consumes; return a reader of its messages."""
+    name = f"batches-{unique}"
+    client = redis.Redis.from_url(servers["redis"].url_for(0))
+
+    def messages():
+        found = []
+        for raw in client.lrange(name, 0, -1):
+            body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+            found.append(body[1])  # Celery's body: args, kwargs, options.
+        return found
+
+    with override_settings(
+        QUEUED_STORAGE_QUEUE=name,
+        QUEUED_STORAGE_OUTBOX=True,
+        QUEUED_STORAGE_WORKER_DISPATCH=False,
+    ):
+        yield messages
+    client.delete(name)
+
+
+@pytest.fixture
+def storage(fs_queued, unique):
+    return fs_queued(reference=f"batches-{unique}")
+
+
+def names_of(messages):
+    """Return every file a list of messages names, in order."""
+    names = []
+    for kwargs in messages:
+        if "files" in kwargs:
+            names += [name for name, _ in kwargs["files"]]
+        else:
+            names.append(kwargs["name"])
+    return names
+
+
+def save_many(storage, count, size=10):
+    return [
+        storage.save(f"small/{i:03d}.bin", ContentFile(b"x" * size))
+        for i in range(count)
+    ]
+
+
+def test_a_pass_spreads_small_files_over_eight_messages(queue, storage):
+    names = save_many(storage, 30)
+    assert sorted(dispatch.dispatch(storage=storage.reference)) == sorted(names)
+    sent = queue()
+    assert len(sent) == 8
+    assert sorted(names_of(sent)) == sorted(names)
+    assert all(len(kwargs["files"]) in (3, 4) for kwargs in sent)
+    # Each message verifies as the worker does, and names files as recorded.
+    versions = dict(
+        StoredFile.objects.filter(storage=storage.reference).values_list(
+            "name", "version"
+        )
+    )
+    for kwargs in sent:
+        reference, files = message.verify_files(TASK, kwargs)
+        assert reference == storage.reference
+        assert all(versions[name] == version for name, version in files)
+    assert not StoredFile.objects.filter(storage=storage.reference, outbox=True)
+
+
+def test_a_full_pass_fills_messages_up_to_the_setting(queue, storage):
+    names = save_many(storage, 95)
+    with override_settings(QUEUED_STORAGE_DISPATCH_FILES=20):
+        dispatch.dispatch(storage=storage.reference)
+    sent = queue()
+    # 95 files at most 20 a message: 5 messages, but never fewer than 8.
+    assert len(sent) == 8
+    assert sorted(names_of(sent)) == sorted(names)
+    more = [storage.save(f"more/{i}.bin", ContentFile(b"y")) for i in range(95)]
+    dispatch.dispatch(storage=storage.reference)
+    sent = [kwargs for kwargs in queue() if names_of([kwargs])[0] in more]
+    assert len(sent) == 10  # 95 files at most 10 a message.
+    assert max(len(kwargs["files"]) for kwargs in sent) == 10
+    assert sorted(names_of(sent)) == sorted(more)
+
+
+def test_large_files_travel_alone_and_one_file_a_message_turns_it_off(queue, storage):
+    big = storage.save("big.bin", ContentFile(b"z" * (dispatch.SMALL_FILE + 1)))
+    small = save_many(storage, 9)
+    dispatch.dispatch(storage=storage.reference, spread=1)
+    sent = queue()
+    assert len(sent) == 2
+    alone = [kwargs for kwargs in sent if "name" in kwargs]
+    assert [kwargs["name"] for kwargs in alone] == [big]
+    assert sorted(names_of(sent)) == sorted([big, *small])
+    with override_settings(QUEUED_STORAGE_DISPATCH_FILES=1):
+        later = [storage.save(f"one/{i}.bin", ContentFile(b"w")) for i in range(12)]
+        dispatch.dispatch(storage=storage.reference, spread=1)
+    singles = [kwargs for kwargs in queue() if names_of([kwargs])[0] in later]
+    assert len(singles) == 12
+    assert all("name" in kwargs for kwargs in singles)
+    assert sorted(names_of(singles)) == sorted(later)
+
+
+def test_a_stopped_pass_puts_the_files_it_did_not_send_back(queue, storage):
+    names = save_many(storage, 16)
+    asked = []
+
+    def stop():
+        asked.append(1)
+        return len(asked) > 1  # Send the first message only.
+
+    sent_now = dispatch.dispatch(storage=storage.reference, stop=stop)
+    assert len(queue()) == 1
+    assert sent_now == names_of(queue())
+    waiting = StoredFile.objects.filter(storage=storage.reference, outbox=True)
+    assert sorted(waiting.values_list("name", flat=True)) == sorted(
+        set(names) - set(sent_now)
+    )
+    # The next pass sends the rest, each once.
+    dispatch.dispatch(storage=storage.reference)
+    assert sorted(names_of(queue())) == sorted(names)
+
+
+def test_a_message_of_several_files_moves_each_and_a_bad_one_stops_no_other(
+    queue, storage
+):
+    names = save_many(storage, 12, size=100)
+    storage.local.delete(names[5])  # Its transfer fails: no local copy.
+    dispatch.dispatch(storage=storage.reference, spread=1)
+    sent = queue()
+    assert len(sent) == 2  # 12 files, at most 10 a message.
+    task = get_task(TASK)
+    outcomes = [task.run(**kwargs) for kwargs in sent]
+    assert sorted(outcomes) == [False, True]  # The message with the bad file.
+    rows = dict(
+        StoredFile.objects.filter(storage=storage.reference).values_list(
+            "name", "status"
+        )
+    )
+    assert rows[names[5]] != Status.TRANSFERRED
+    for name in names[:5] + names[6:]:
+        assert rows[name] == Status.TRANSFERRED, name
+        assert storage.remote.exists(name)
+    assert not storage.remote.exists(names[5])
+    attempts = StoredFile.objects.filter(
+        storage=storage.reference, name__in=names
+    ).values_list("attempts", flat=True)
+    assert set(attempts) == {1}
+
+
+# The message itself ------------------------------------------------------------
+
+
+def test_a_message_of_files_verifies_and_refuses_any_change():
+    files = [("a.txt", "v1"), ("b.txt", "v2")]
+    kwargs = message.sign_files(TASK, "store", files)
+    assert message.verify_files(TASK, kwargs) == ("store", files)
+    changed = [
+        {**kwargs, "files": [["a.txt", "v1"]]},
+        {**kwargs, "files": [["b.txt", "v2"], ["a.txt", "v1"]]},
+        {**kwargs, "files": [["a.txt", "v1"], ["c.txt", "v2"]]},
+        {**kwargs, "storage": "other"},
+    ]
+    for forged in changed:
+        with pytest.raises(InvalidMessage, match="differ"):
+            message.verify_files(TASK, forged)
+    with pytest.raises(InvalidMessage, match="differ"):
+        message.verify_files("another.Task", kwargs)
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        [],
+        [["a", "v"]] * (message.MAX_FILES + 1),
+        [["a", "v", "x"]],
+        [["a", 1]],
+        "a.txt",
+        [{"name": "a", "version": "v"}],
+    ],
+)
+def test_a_message_of_files_of_another_shape_is_refused(files):
+    kwargs = {"storage": "store", "files": files, "signature": "x"}
+    with pytest.raises(InvalidMessage, match="another type"):
+        message.verify_files(TASK, kwargs)
+
+
+def test_a_one_file_signature_does_not_sign_a_list():
+    single = message.sign(TASK, "store", "a.txt", "v1")
+    forged = {
+        "storage": "store", "files": [["a.txt", "v1"]],
+        "signature": single["signature"],
+    }  # fmt: skip
+    with pytest.raises(InvalidMessage):
+        message.verify_files(TASK, forged)
+
+
+def test_too_many_files_are_not_signed():
+    with pytest.raises(ValueError):
+        message.sign_files(TASK, "store", [("a", "v")] * (message.MAX_FILES + 1))
+
+
+@pytest.mark.parametrize("value", [0, 101, "10", 2.5, True])
+def test_checks_report_a_bad_number_of_files_a_message(value):
+    from queued_storage.checks import check_settings
+
+    with override_settings(QUEUED_STORAGE_DISPATCH_FILES=value):
+        assert "queued_storage.E062" in [m.id for m in check_settings()]
