@@ -127,8 +127,8 @@ class Statements:
             f" {quote('size')}, {quote('updated')}"
         )
         params = {
-            "pending": str(Status.PENDING), "yes": True, "no": False, "storage": storage,
-            "now": self.timestamp(now), "limit": limit,
+            "pending": str(Status.PENDING), "yes": True, "no": False,
+            "storage": storage, "now": self.timestamp(now), "limit": limit,
         }  # fmt: skip
         with self._cursor() as cursor:
             cursor.execute(sql, params)
