@@ -42,7 +42,8 @@ class Statements:
         self.quote = quote
         self._updates: dict[tuple[Any, ...], str] = {}
         self.table = quote(StoredFile._meta.db_table)
-        self.pk = quote(StoredFile._meta.pk.column)
+        self.pk_column = StoredFile._meta.pk.column
+        self.pk = quote(self.pk_column)
         self.in_use_sql = (
             f"SELECT 1 FROM {self.table} WHERE {quote('storage')} = %s"
             f" AND {quote('name_hash')} = %s AND {quote('status')} <> %s LIMIT 1"
@@ -114,18 +115,33 @@ class Statements:
             return None
         quote = self.quote
         scope = f" AND {quote('storage')} = %(storage)s" if storage else ""
-        lock = " FOR UPDATE SKIP LOCKED" if self.vendor == "postgresql" else ""
         waiting = f"{quote('status')} = %(pending)s AND {quote('outbox')} = %(yes)s"
-        sql = (
-            f"UPDATE {self.table} SET {quote('outbox')} = %(no)s"
-            f" WHERE {self.pk} IN (SELECT {self.pk} FROM {self.table}"
-            f" WHERE {waiting}{scope} AND ({quote('next_attempt')} IS NULL"
+        pick = (
+            f"SELECT {self.pk} FROM {self.table} WHERE {waiting}{scope}"
+            f" AND ({quote('next_attempt')} IS NULL"
             f" OR {quote('next_attempt')} <= %(now)s)"
-            f" ORDER BY {quote('updated')}, {self.pk} LIMIT %(limit)s{lock})"
-            f" AND {waiting} RETURNING {self.pk}, {quote('storage')},"
-            f" {quote('name')}, {quote('version')}, {quote('host')},"
-            f" {quote('size')}, {quote('updated')}"
+            f" ORDER BY {quote('updated')}, {self.pk} LIMIT %(limit)s"
         )
+        columns = ", ".join(
+            f"{self.table}.{quote(c)}"
+            for c in (self.pk_column, "storage", "name", "version", "host", "size")
+        )
+        if self.vendor == "postgresql":
+            # PostgreSQL may run a subquery of IN more than once, each run
+            # skipping other locked rows: a materialised WITH picks once.
+            sql = (
+                f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED)"
+                f" UPDATE {self.table} SET {quote('outbox')} = %(no)s FROM picked"
+                f" WHERE {self.table}.{self.pk} = picked.{self.pk}"
+                f" AND {self.table}.{quote('outbox')} = %(yes)s"
+                f" RETURNING {columns}, {self.table}.{quote('updated')}"
+            )
+        else:
+            sql = (
+                f"UPDATE {self.table} SET {quote('outbox')} = %(no)s"
+                f" WHERE {self.pk} IN ({pick}) AND {waiting}"
+                f" RETURNING {columns}, {self.table}.{quote('updated')}"
+            )
         params = {
             "pending": str(Status.PENDING), "yes": True, "no": False,
             "storage": storage, "now": self.timestamp(now), "limit": limit,

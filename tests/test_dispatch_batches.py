@@ -230,3 +230,13 @@ def test_checks_report_a_bad_number_of_files_a_message(value):
 
     with override_settings(QUEUED_STORAGE_DISPATCH_FILES=value):
         assert "queued_storage.E062" in [m.id for m in check_settings()]
+
+
+def test_a_pass_takes_no_more_rows_than_its_batch(queue, storage):
+    names = save_many(storage, 30)
+    first = dispatch.dispatch(batch=7, storage=storage.reference)
+    assert len(first) == 7
+    assert first == names[:7]  # The oldest first.
+    waiting = StoredFile.objects.filter(storage=storage.reference, outbox=True)
+    assert waiting.count() == 23
+    assert sorted(names_of(queue())) == sorted(first)
