@@ -21,17 +21,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from django.db import close_old_connections, router
 from django.db.models import Q
 from django.utils import timezone
 
 from .conf import settings
-from .enqueue import send_files
 from .ledger_sql import statements
+from .message import Files
 from .operations import resolve_reference
 from .signals import file_queued
 from .status import Status
+
+if TYPE_CHECKING:
+    from .backends import QueuedStorage
 
 logger = logging.getLogger("queued_storage")
 
@@ -70,11 +74,13 @@ def dispatch(
     sent: list[str] = []
     messages = _messages(taken, spread)
     for at, (reference, host, rows) in enumerate(messages):
-        if stop() or not _send(reference, host, rows, sent):
+        left = rows if stop() else _send(reference, host, rows, sent)
+        if left:
             # Stopping, or the broker is unreachable (logged): what was not
             # sent goes back to the outbox for the next pass.
-            for _, _, left in messages[at:]:
-                _put_back(db, left)
+            _put_back(db, left)
+            for _, _, later in messages[at + 1 :]:
+                _put_back(db, later)
             break
     return sent
 
@@ -102,22 +108,32 @@ def _messages(taken: list[Taken], spread: int) -> list[tuple[str, str, list[Take
     return out
 
 
-def _send(reference: str, host: str, rows: list[Taken], sent: list[str]) -> bool:
-    """Send the message of *rows*; return False when the broker is unreachable."""
+def _send(reference: str, host: str, rows: list[Taken], sent: list[str]) -> list[Taken]:
+    """Send the message of *rows*; return those not sent (the broker is down).
+
+    A runner without ``send_files()`` gets a message per file.
+    """
     target = resolve_reference(reference, rows[0][2])
     if target is None or target.delayed:
-        return True  # Delayed files wait for an explicit transfer().
-    files = [(row[2], row[3]) for row in rows]
-    if len(files) == 1:
-        result = target.enqueue(files[0][0], files[0][1], host=host or None)
-    else:
-        result = send_files(target, files, host or None)
-    if result is None:
-        return False
+        return []  # Delayed files wait for an explicit transfer().
+    send_many = getattr(target.get_runner(), "send_files", None)
+    if len(rows) > 1 and send_many is not None:
+        files = [(row[2], row[3]) for row in rows]
+        if send_many(target, files, host or None) is None:
+            return rows
+        _queued(target, files, sent)
+        return []
+    for at, row in enumerate(rows):
+        if target.enqueue(row[2], row[3], host=host or None) is None:
+            return rows[at:]
+        _queued(target, [(row[2], row[3])], sent)
+    return []
+
+
+def _queued(target: QueuedStorage, files: Files, sent: list[str]) -> None:
     for name, version in files:
         file_queued.send(type(target), name=name, storage=target, version=version)
         sent.append(name)
-    return True
 
 
 def _put_back(db: str, rows: list[Taken]) -> None:
@@ -152,10 +168,11 @@ def _dispatch_rows(
         mine = StoredFile.objects.using(db).filter(pk=pk, version=version, outbox=True)
         if not mine.update(outbox=False):
             continue  # Another dispatcher took it, or it changed meanwhile.
-        if not _send(
+        left = _send(
             reference, host, [(pk, reference, name, version, host, None)], sent
-        ):
-            _put_back(db, [(pk, reference, name, version, host, None)])
+        )
+        if left:
+            _put_back(db, left)
             break
     return sent
 

@@ -240,3 +240,42 @@ def test_a_pass_takes_no_more_rows_than_its_batch(queue, storage):
     waiting = StoredFile.objects.filter(storage=storage.reference, outbox=True)
     assert waiting.count() == 23
     assert sorted(names_of(queue())) == sorted(first)
+
+
+def test_a_forged_message_of_files_is_refused_and_changes_nothing(
+    queue, storage, caplog
+):
+    from celery.exceptions import Reject
+
+    names = save_many(storage, 3)
+    dispatch.dispatch(storage=storage.reference, spread=1)
+    (kwargs,) = queue()
+    task = get_task(TASK)
+    huge = [["x" * 1000, "v"]] * 100_000
+    forged = [
+        {**kwargs, "files": kwargs["files"][:2]},
+        {**kwargs, "files": [*kwargs["files"], ["small/999.bin", "v"]]},
+        {**kwargs, "signature": kwargs["signature"][:-2] + "xx"},
+        {**kwargs, "files": huge},
+        {**kwargs, "extra": 1},
+    ]
+    for message_kwargs in forged:
+        with pytest.raises(Reject):
+            task.run(**message_kwargs)
+    rows = StoredFile.objects.filter(storage=storage.reference)
+    assert set(rows.values_list("status", "attempts")) == {(Status.PENDING, 0)}
+    assert not any(storage.remote.exists(name) for name in names)
+    assert max(len(r.getMessage()) for r in caplog.records) < 8000
+
+
+def test_a_replayed_message_of_files_uploads_nothing_again(queue, storage):
+    names = save_many(storage, 4)
+    dispatch.dispatch(storage=storage.reference, spread=1)
+    (kwargs,) = queue()
+    task = get_task(TASK)
+    assert task.run(**kwargs) is True
+    mtimes = {name: storage.remote.get_modified_time(name) for name in names}
+    assert task.run(**kwargs) is True  # Already transferred: done.
+    rows = StoredFile.objects.filter(storage=storage.reference)
+    assert set(rows.values_list("status", "attempts")) == {(Status.TRANSFERRED, 1)}
+    assert {n: storage.remote.get_modified_time(n) for n in names} == mtimes
