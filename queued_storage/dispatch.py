@@ -23,13 +23,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, router
 from django.db.models import Q
 from django.utils import timezone
 
 from .conf import settings
 from .ledger_sql import statements
-from .message import Files
+from .message import MAX_FILES, Files
 from .operations import resolve_reference
 from .signals import file_queued
 from .status import Status
@@ -45,8 +46,8 @@ SMALL_FILE = 1024 * 1024
 #: Worker processes a pass spreads its small files over, at least.
 SPREAD = 8
 
-#: ``(pk, storage, name, version, host, size)`` of a row the pass took.
-Taken = tuple[int, str, str, str, str, "int | None"]
+#: ``(pk, storage, name, version, host, size, attempts)`` of a row the pass took.
+Taken = tuple[int, str, str, str, str, "int | None", int]
 
 
 def dispatch(
@@ -68,13 +69,22 @@ def dispatch(
 
     db = router.db_for_write(StoredFile) or "default"
     sql = statements(db)
+    # Before any row is taken: a bad setting leaves the outbox as it is.
+    per_message = files_per_message()
     taken = None if sql is None else sql.take_outbox(batch, storage, timezone.now())
     if taken is None:
         return _dispatch_rows(db, batch, storage, stop)
     sent: list[str] = []
-    messages = _messages(taken, spread)
+    messages = _messages(taken, spread, per_message)
     for at, (reference, host, rows) in enumerate(messages):
-        left = rows if stop() else _send(reference, host, rows, sent)
+        try:
+            left = rows if stop() else _send(reference, host, rows, sent)
+        except BaseException:
+            # An error (a receiver of file_queued, say) ends the pass; the
+            # messages after this one go back to the outbox, not to reconcile.
+            for _, _, later in messages[at + 1 :]:
+                _put_back(db, later)
+            raise
         if left:
             # Stopping, or the broker is unreachable (logged): what was not
             # sent goes back to the outbox for the next pass.
@@ -85,14 +95,32 @@ def dispatch(
     return sent
 
 
-def _messages(taken: list[Taken], spread: int) -> list[tuple[str, str, list[Taken]]]:
+def files_per_message() -> int:
+    """Return :setting:`QUEUED_STORAGE_DISPATCH_FILES`, or raise if it is unusable.
+
+    The dispatcher asks before it takes any row, as check ``E062`` would.
+    """
+    value = settings.QUEUED_STORAGE_DISPATCH_FILES
+    if isinstance(value, bool) or not isinstance(value, int):
+        value = None
+    if value is None or not 1 <= value <= MAX_FILES:
+        raise ImproperlyConfigured(
+            f"QUEUED_STORAGE_DISPATCH_FILES must be a whole number from 1 to "
+            f"{MAX_FILES}, not {settings.QUEUED_STORAGE_DISPATCH_FILES!r}."
+        )
+    return value
+
+
+def _messages(
+    taken: list[Taken], spread: int, per_message: int
+) -> list[tuple[str, str, list[Taken]]]:
     """Group *taken* rows into ``(storage, host, rows)`` of one message each."""
     small: dict[tuple[str, str], list[Taken]] = {}
     out: list[tuple[str, str, list[Taken]]] = []
-    per_message = max(1, int(settings.QUEUED_STORAGE_DISPATCH_FILES))
     for row in taken:
         reference, host, size = row[1], row[4], row[5]
-        if per_message > 1 and size is not None and size <= SMALL_FILE:
+        # A retry travels alone: what failed it may fail a whole message.
+        if per_message > 1 and size is not None and size <= SMALL_FILE and not row[6]:
             small.setdefault((reference, host), []).append(row)
         else:
             out.append((reference, host, [row]))
@@ -139,7 +167,7 @@ def _queued(target: QueuedStorage, files: Files, sent: list[str]) -> None:
 def _put_back(db: str, rows: list[Taken]) -> None:
     from .models import StoredFile
 
-    for pk, _, _, version, _, _ in rows:
+    for pk, _, _, version, *_ in rows:
         StoredFile.objects.using(db).filter(
             pk=pk, version=version, status=Status.PENDING
         ).update(outbox=True)
@@ -169,7 +197,7 @@ def _dispatch_rows(
         if not mine.update(outbox=False):
             continue  # Another dispatcher took it, or it changed meanwhile.
         left = _send(
-            reference, host, [(pk, reference, name, version, host, None)], sent
+            reference, host, [(pk, reference, name, version, host, None, 0)], sent
         )
         if left:
             _put_back(db, left)

@@ -107,9 +107,9 @@ class Statements:
 
         One statement claims them, so that two dispatchers never take the
         same row (PostgreSQL's ``SKIP LOCKED`` lets them take others meanwhile).
-        Each row comes back as ``(pk, storage, name, version, host, size)``,
-        oldest first. Return ``None`` where the database cannot read rows back
-        from an ``UPDATE``.
+        Each row comes back as ``(pk, storage, name, version, host, size,
+        attempts)``, oldest first. Return ``None`` where the database cannot
+        read rows back from an ``UPDATE``.
         """
         if self.lease_returning_sql is None:
             return None
@@ -124,8 +124,11 @@ class Statements:
         )
         columns = ", ".join(
             f"{self.table}.{quote(c)}"
-            for c in (self.pk_column, "storage", "name", "version", "host", "size")
-        )
+            for c in (
+                self.pk_column, "storage", "name", "version", "host", "size",
+                "attempts",
+            )
+        )  # fmt: skip
         if self.vendor == "postgresql":
             # PostgreSQL may run a subquery of IN more than once, each run
             # skipping other locked rows: a materialised WITH picks once.
@@ -149,8 +152,8 @@ class Statements:
         with self._cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
-        rows.sort(key=lambda row: (row[6], row[0]))
-        return [tuple(row[:6]) for row in rows]
+        rows.sort(key=lambda row: (row[7], row[0]))
+        return [tuple(row[:7]) for row in rows]
 
     def _cursor(self) -> Any:
         return connections[self.alias].cursor()

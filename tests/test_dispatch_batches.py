@@ -279,3 +279,156 @@ def test_a_replayed_message_of_files_uploads_nothing_again(queue, storage):
     rows = StoredFile.objects.filter(storage=storage.reference)
     assert set(rows.values_list("status", "attempts")) == {(Status.TRANSFERRED, 1)}
     assert {n: storage.remote.get_modified_time(n) for n in names} == mtimes
+
+
+# Attacks on a pass between its claim and its messages ---------------------------
+
+
+@pytest.mark.parametrize("value", ["10", None, 0, 500, 2.5])
+def test_a_bad_number_of_files_a_message_takes_nothing_from_the_outbox(
+    queue, storage, value
+):
+    from django.core.exceptions import ImproperlyConfigured
+
+    names = save_many(storage, 12)
+    with override_settings(QUEUED_STORAGE_DISPATCH_FILES=value):
+        with pytest.raises(ImproperlyConfigured, match="DISPATCH_FILES"):
+            dispatch.dispatch(batch=1000, storage=storage.reference)
+    assert queue() == []
+    waiting = StoredFile.objects.filter(storage=storage.reference, outbox=True)
+    assert sorted(waiting.values_list("name", flat=True)) == sorted(names)
+
+
+def test_an_error_after_a_message_puts_the_later_files_back(queue, storage):
+    from queued_storage.signals import file_queued
+
+    names = save_many(storage, 16)
+
+    def failing(sender, **kwargs):
+        raise RuntimeError("a receiver failed")
+
+    file_queued.connect(failing)
+    try:
+        with pytest.raises(RuntimeError):
+            dispatch.dispatch(storage=storage.reference)
+    finally:
+        file_queued.disconnect(failing)
+    (first,) = queue()  # The first message went; the receiver then failed.
+    waiting = StoredFile.objects.filter(storage=storage.reference, outbox=True)
+    assert sorted(waiting.values_list("name", flat=True)) == sorted(
+        set(names) - set(names_of([first]))
+    )
+    dispatch.dispatch(storage=storage.reference)
+    assert sorted(names_of(queue())) == sorted(names)
+
+
+@pytest.mark.parametrize("change", ["save", "delete"])
+def test_a_file_changed_between_the_claim_and_its_message_is_not_lost(
+    queue, storage, change
+):
+    names = save_many(storage, 3, size=100)
+    target = names[1]
+
+    def stop():
+        # Runs after the pass took its rows, before it sends their message.
+        if change == "save":
+            storage.delete(target)
+            assert storage.save(target, ContentFile(b"new")) == target
+        else:
+            storage.delete(target)
+        return False
+
+    dispatch.dispatch(storage=storage.reference, stop=stop, spread=1)
+    (kwargs,) = queue()
+    task = get_task(TASK)
+    task.run(**kwargs)  # The old version of the target steps aside.
+    assert not storage.remote.exists(target)
+    for name in set(names) - {target}:
+        assert storage.remote.exists(name)
+    changed = StoredFile.objects.get(storage=storage.reference, name=target)
+    if change == "delete":
+        assert changed.status == Status.DELETED
+        dispatch.dispatch(storage=storage.reference)
+        assert len(queue()) == 1
+        return
+    # The new version waits in the outbox and goes in the next pass.
+    assert (changed.status, changed.outbox, changed.attempts) == (
+        Status.PENDING, True, 0,
+    )  # fmt: skip
+    dispatch.dispatch(storage=storage.reference)
+    later = [sent for sent in queue() if sent != kwargs]
+    assert names_of(later) == [target]
+    for kwargs in later:
+        task.run(**kwargs)
+    with storage.remote.open(target) as handle:
+        assert handle.read() == b"new"
+
+
+def test_a_message_naming_a_file_twice_uploads_it_once(queue, storage):
+    names = save_many(storage, 2)
+    versions = dict(
+        StoredFile.objects.filter(storage=storage.reference).values_list(
+            "name", "version"
+        )
+    )
+    other = f"{storage.reference}-not"
+    files = [(names[0], versions[names[0]])] * 3 + [
+        (names[1], versions[names[1]]),
+        ("../escape.bin", "v"),
+        ("small/does-not-exist.bin", "v"),
+    ]
+    task = get_task(TASK)
+    kwargs = message.sign_files(TASK, storage.reference, files)
+    assert task.run(**kwargs) is False  # Two of the names are not transferred.
+    rows = StoredFile.objects.filter(storage=storage.reference)
+    assert set(rows.values_list("status", "attempts")) == {(Status.TRANSFERRED, 1)}
+    assert rows.count() == 2
+    assert all(storage.remote.exists(name) for name in names)
+    # A message of a storage the worker does not know is refused whole.
+    from celery.exceptions import Reject
+
+    with pytest.raises(Reject):
+        task.run(**message.sign_files(TASK, other, files[:1]))
+
+
+def test_without_returning_each_file_is_claimed_and_sent_once(queue, storage):
+    from django.db import connection
+
+    from queued_storage.ledger_sql import statements
+
+    sql = statements(connection.alias)
+    if sql is None:
+        pytest.skip("The database has no written-out statements.")
+    names = save_many(storage, 12)
+    original = sql.lease_returning_sql
+    sql.lease_returning_sql = None  # As SQLite before 3.35.
+    try:
+        first = dispatch.dispatch(batch=5, storage=storage.reference)
+        rest = dispatch.dispatch(batch=100, storage=storage.reference)
+        assert dispatch.dispatch(storage=storage.reference) == []
+    finally:
+        sql.lease_returning_sql = original
+    assert first == names[:5]
+    assert sorted(first + rest) == sorted(names)
+    sent = queue()
+    assert all("name" in kwargs for kwargs in sent)  # One file a message.
+    assert sorted(names_of(sent)) == sorted(names)
+    assert not StoredFile.objects.filter(storage=storage.reference, outbox=True)
+
+
+def test_a_retry_due_from_the_ledger_travels_alone(queue, storage):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    names = save_many(storage, 5)
+    # As a long retry leaves a file: an attempt counted, flagged, now due.
+    StoredFile.objects.filter(storage=storage.reference, name=names[2]).update(
+        attempts=1, next_attempt=timezone.now() - timedelta(seconds=1)
+    )
+    dispatch.dispatch(storage=storage.reference, spread=1)
+    sent = queue()
+    alone = [kwargs for kwargs in sent if "name" in kwargs]
+    assert [kwargs["name"] for kwargs in alone] == [names[2]]
+    assert len(sent) == 2
+    assert sorted(names_of(sent)) == sorted(names)
