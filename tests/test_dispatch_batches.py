@@ -432,3 +432,35 @@ def test_a_retry_due_from_the_ledger_travels_alone(queue, storage):
     assert [kwargs["name"] for kwargs in alone] == [names[2]]
     assert len(sent) == 2
     assert sorted(names_of(sent)) == sorted(names)
+
+
+def test_racing_passes_each_take_at_most_their_batch_and_send_each_file_once(
+    queue, storage
+):
+    import threading
+
+    from django.db import connections
+
+    names = save_many(storage, 60)
+    passes: list[list[str]] = []
+    barrier = threading.Barrier(4)
+
+    def dispatcher():
+        try:
+            barrier.wait()
+            for _ in range(60):  # Bounded: at least a file a pass.
+                sent = dispatch.dispatch(batch=7, storage=storage.reference)
+                if not sent:
+                    break
+                passes.append(sent)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert max(len(sent) for sent in passes) <= 7
+    assert sorted(name for sent in passes for name in sent) == sorted(names)
+    assert sorted(names_of(queue())) == sorted(names)

@@ -536,3 +536,31 @@ def test_a_forked_process_renews_its_leases_with_a_thread_of_its_own(storage):
         busy = leases.claim(storage.state, name, version, "thief", 0.6)
     assert os.waitstatus_to_exitcode(status) == 0
     assert busy.claim is Claim.BUSY
+
+
+@pytest.mark.slow
+def test_a_hundred_leases_held_at_once_all_stay_live(storage, caplog):
+    held = []
+    for i in range(100):
+        name = storage.save(f"hundred-{i}.txt", ContentFile(b"x"))
+        version = row(storage, name).version
+        assert leases.claim(storage.state, name, version, f"o-{i}", 3).claim is (
+            Claim.TAKEN
+        )
+        held.append(leases.Renewal(storage.state, name, version, f"o-{i}", 3))
+        held[-1].__enter__()
+    try:
+        # One thread renews them one after another: on a loaded machine a round
+        # of a hundred takes more than a second, which a lease of 3 s outlasts.
+        time.sleep(4.0)  # More than a lease length, four renewal periods.
+        for renewal in held:
+            name, version = renewal.args[1], renewal.args[2]
+            busy = leases.claim(storage.state, name, version, "thief", 3)
+            assert busy.claim is Claim.BUSY, name
+    finally:
+        for renewal in held:
+            renewal.__exit__(None, None, None)
+    assert not any(renewal.lost for renewal in held)
+    assert len(_renewer_threads()) == 1
+    assert not leases.renewer().leases
+    assert not any("lease" in r.getMessage() for r in caplog.records)
