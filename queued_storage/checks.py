@@ -309,6 +309,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="queued_storage.E061",
             )
         )
+    files = settings.QUEUED_STORAGE_DISPATCH_FILES
+    if isinstance(files, bool) or not isinstance(files, int) or not 1 <= files <= 100:
+        errors.append(
+            Error(
+                "QUEUED_STORAGE_DISPATCH_FILES must be a whole number from 1 to "
+                f"100 (files in one message), not {files!r}.",
+                id="queued_storage.E062",
+            )
+        )
     return errors
 
 

@@ -55,6 +55,10 @@ class QueuedStorageConf(AppConf):
     #: Seconds the dispatcher of a worker node waits before it looks at an
     #: empty outbox again.
     DISPATCH_INTERVAL = 0.2
+    #: Most small files (1 MiB or less) one message of the dispatcher
+    #: carries; a worker process transfers them one after another. ``1``
+    #: sends a message per file.
+    DISPATCH_FILES = 10
     #: Seconds a worker's lease of a file lasts unless renewed; the worker
     #: renews it every third of that while the upload runs.
     LEASE = 60

@@ -21,32 +21,167 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, router
 from django.db.models import Q
 from django.utils import timezone
 
+from .conf import settings
+from .ledger_sql import statements
+from .message import MAX_FILES, Files
 from .operations import resolve_reference
 from .signals import file_queued
 from .status import Status
 
+if TYPE_CHECKING:
+    from .backends import QueuedStorage
+
 logger = logging.getLogger("queued_storage")
+
+
+#: Files up to this size (as recorded) may share a transfer message.
+SMALL_FILE = 1024 * 1024
+#: Worker processes a pass spreads its small files over, at least.
+SPREAD = 8
+
+#: ``(pk, storage, name, version, host, size, attempts)`` of a row the pass took.
+Taken = tuple[int, str, str, str, str, "int | None", int]
 
 
 def dispatch(
     batch: int = 100,
     storage: str | None = None,
     stop: Callable[[], bool] = lambda: False,
+    spread: int = SPREAD,
 ) -> list[str]:
     """Send the messages of up to *batch* files of the outbox; return their names.
 
     The oldest rows go first. *storage*, a reference, keeps to one storage.
-    When *stop* returns true, the pass ends before it claims the next row:
-    the rows not yet claimed stay in the outbox.
+    Small files of one storage and host share messages, up to
+    :setting:`QUEUED_STORAGE_DISPATCH_FILES` each, in at least *spread*
+    messages when there are that many files, so that as many worker
+    processes can take them. When *stop* returns true, the pass ends before
+    its next message: the files not yet sent go back to the outbox.
     """
     from .models import StoredFile
 
     db = router.db_for_write(StoredFile) or "default"
+    sql = statements(db)
+    # Before any row is taken: a bad setting leaves the outbox as it is.
+    per_message = files_per_message()
+    taken = None if sql is None else sql.take_outbox(batch, storage, timezone.now())
+    if taken is None:
+        return _dispatch_rows(db, batch, storage, stop)
+    sent: list[str] = []
+    messages = _messages(taken, spread, per_message)
+    for at, (reference, host, rows) in enumerate(messages):
+        try:
+            left = rows if stop() else _send(reference, host, rows, sent)
+        except BaseException:
+            # An error (a receiver of file_queued, say) ends the pass; the
+            # messages after this one go back to the outbox, not to reconcile.
+            for _, _, later in messages[at + 1 :]:
+                _put_back(db, later)
+            raise
+        if left:
+            # Stopping, or the broker is unreachable (logged): what was not
+            # sent goes back to the outbox for the next pass.
+            _put_back(db, left)
+            for _, _, later in messages[at + 1 :]:
+                _put_back(db, later)
+            break
+    return sent
+
+
+def files_per_message() -> int:
+    """Return :setting:`QUEUED_STORAGE_DISPATCH_FILES`, or raise if it is unusable.
+
+    The dispatcher asks before it takes any row, as check ``E062`` would.
+    """
+    value = settings.QUEUED_STORAGE_DISPATCH_FILES
+    if isinstance(value, bool) or not isinstance(value, int):
+        value = None
+    if value is None or not 1 <= value <= MAX_FILES:
+        raise ImproperlyConfigured(
+            f"QUEUED_STORAGE_DISPATCH_FILES must be a whole number from 1 to "
+            f"{MAX_FILES}, not {settings.QUEUED_STORAGE_DISPATCH_FILES!r}."
+        )
+    return value
+
+
+def _messages(
+    taken: list[Taken], spread: int, per_message: int
+) -> list[tuple[str, str, list[Taken]]]:
+    """Group *taken* rows into ``(storage, host, rows)`` of one message each."""
+    small: dict[tuple[str, str], list[Taken]] = {}
+    out: list[tuple[str, str, list[Taken]]] = []
+    for row in taken:
+        reference, host, size = row[1], row[4], row[5]
+        # A retry travels alone: what failed it may fail a whole message.
+        if per_message > 1 and size is not None and size <= SMALL_FILE and not row[6]:
+            small.setdefault((reference, host), []).append(row)
+        else:
+            out.append((reference, host, [row]))
+    for (reference, host), rows in small.items():
+        count = max(-(-len(rows) // per_message), min(len(rows), spread))
+        # Oldest first, and as even as the count allows.
+        size, extra = divmod(len(rows), count)
+        start = 0
+        for index in range(count):
+            end = start + size + (index < extra)
+            out.append((reference, host, rows[start:end]))
+            start = end
+    return out
+
+
+def _send(reference: str, host: str, rows: list[Taken], sent: list[str]) -> list[Taken]:
+    """Send the message of *rows*; return those not sent (the broker is down).
+
+    A runner without ``send_files()`` gets a message per file.
+    """
+    target = resolve_reference(reference, rows[0][2])
+    if target is None or target.delayed:
+        return []  # Delayed files wait for an explicit transfer().
+    send_many = getattr(target.get_runner(), "send_files", None)
+    if len(rows) > 1 and send_many is not None:
+        files = [(row[2], row[3]) for row in rows]
+        if send_many(target, files, host or None) is None:
+            return rows
+        _queued(target, files, sent)
+        return []
+    for at, row in enumerate(rows):
+        if target.enqueue(row[2], row[3], host=host or None) is None:
+            return rows[at:]
+        _queued(target, [(row[2], row[3])], sent)
+    return []
+
+
+def _queued(target: QueuedStorage, files: Files, sent: list[str]) -> None:
+    for name, version in files:
+        file_queued.send(type(target), name=name, storage=target, version=version)
+        sent.append(name)
+
+
+def _put_back(db: str, rows: list[Taken]) -> None:
+    from .models import StoredFile
+
+    for pk, _, _, version, *_ in rows:
+        StoredFile.objects.using(db).filter(
+            pk=pk, version=version, status=Status.PENDING
+        ).update(outbox=True)
+
+
+def _dispatch_rows(
+    db: str, batch: int, storage: str | None, stop: Callable[[], bool]
+) -> list[str]:
+    """Send a message per row, each claimed by its own ``UPDATE``.
+
+    The way of databases that cannot read rows back from an ``UPDATE``.
+    """
+    from .models import StoredFile
+
     # A retry waits in the outbox until it is due.
     due = Q(next_attempt__isnull=True) | Q(next_attempt__lte=timezone.now())
     rows = StoredFile.objects.using(db).filter(due, status=Status.PENDING, outbox=True)
@@ -61,17 +196,12 @@ def dispatch(
         mine = StoredFile.objects.using(db).filter(pk=pk, version=version, outbox=True)
         if not mine.update(outbox=False):
             continue  # Another dispatcher took it, or it changed meanwhile.
-        target = resolve_reference(reference, name)
-        if target is None or target.delayed:
-            continue  # Delayed files wait for an explicit transfer().
-        if target.enqueue(name, version, host=host or None) is None:
-            # The broker is unreachable (logged): try again on the next pass.
-            StoredFile.objects.using(db).filter(
-                pk=pk, version=version, status=Status.PENDING
-            ).update(outbox=True)
+        left = _send(
+            reference, host, [(pk, reference, name, version, host, None, 0)], sent
+        )
+        if left:
+            _put_back(db, left)
             break
-        file_queued.send(type(target), name=name, storage=target, version=version)
-        sent.append(name)
     return sent
 
 

@@ -80,6 +80,32 @@ def send(
     from .tasks import get_task
 
     task = get_task(storage.task)
+    kwargs = message.sign(task.name, storage.reference, name, version)
+    return _publish(task, storage, kwargs, host, countdown, name)
+
+
+def send_files(storage: QueuedStorage, files: message.Files, host: str | None) -> Any:
+    """Publish one signed message that transfers *files*, one after another.
+
+    *files* holds ``(name, version)`` pairs, at most
+    :data:`~queued_storage.message.MAX_FILES`. Return as :func:`send` does.
+    """
+    from .tasks import get_task
+
+    task = get_task(storage.task)
+    kwargs = message.sign_files(task.name, storage.reference, files)
+    return _publish(task, storage, kwargs, host, None, files[0][0], len(files))
+
+
+def _publish(
+    task: Any,
+    storage: QueuedStorage,
+    kwargs: dict[str, Any],
+    host: str | None,
+    countdown: float | None,
+    name: str,
+    count: int = 1,
+) -> Any:
     policy = {**ENQUEUE_RETRY_POLICY, "errback": _Deadline(ENQUEUE_TIMEOUT)}
     options: dict[str, Any] = {"retry": True, "retry_policy": policy}
     destination = transfer_queue(host)
@@ -87,14 +113,14 @@ def send(
         options["queue"] = destination
     if countdown:
         options["countdown"] = countdown
-    kwargs = message.sign(task.name, storage.reference, name, version)
     options["kwargsrepr"] = message.shown(kwargs)
     try:
         return task.apply_async(kwargs=kwargs, **options)
     except Exception as exc:
+        more = f" and {count - 1} more" if count > 1 else ""
         logger.error(
-            "Could not queue the transfer of %r; it stays pending until "
-            "reconciled: %s", name, storage.redact(str(exc)),
+            "Could not queue the transfer of %r%s; it stays pending until "
+            "reconciled: %s", name, more, storage.redact(str(exc)),
             extra={"file_name": name, "storage": storage.reference},
         )  # fmt: skip
         return None

@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
 from django.db.models import F, Q
 from django.utils import timezone
 
+from .ledger_sql import statements
 from .state import FileState, Status, name_hash
 
 if TYPE_CHECKING:
+    from .models import StoredFile
     from .state import StateStore
 
 logger = logging.getLogger("queued_storage")
@@ -94,6 +98,22 @@ def _claim_row(
     store: StateStore, name: str, version: str, owner: str, seconds: float
 ) -> Granted:
     now = timezone.now()
+    sql = statements(store.db)
+    if sql is not None:
+        # One written-out statement takes the lease and reads the row back.
+        leased = sql.lease(
+            {
+                "storage": store.reference, "name_hash": name_hash(name),
+                "version": version, "owner": owner, "now": sql.timestamp(now),
+                "expires": sql.timestamp(now + timedelta(seconds=seconds)),
+                "waiting": str(Status.PENDING), "moving": str(Status.TRANSFERRING),
+            }
+        )  # fmt: skip
+        if leased is not None:
+            state = FileState(*leased)
+            store.remember(name, state)
+            return Granted(Claim.TAKEN, state)
+        return _refused(store, name, version, now)
     rows = store._rows().filter(name_hash=name_hash(name))
     mine = rows.filter(
         Q(lease_expires__isnull=True) | Q(lease_expires__lte=now),
@@ -107,12 +127,26 @@ def _claim_row(
         outbox=False, updated=now,
     )  # fmt: skip
     row = rows.first()
+    if row is not None and taken and row.lease_owner == owner:
+        state = FileState.from_row(row)
+        store.remember(name, state)
+        return Granted(Claim.TAKEN, state)
+    return _refused(store, name, version, now, row)
+
+
+def _refused(
+    store: StateStore,
+    name: str,
+    version: str,
+    now: datetime,
+    row: StoredFile | None = None,
+) -> Granted:
+    """Tell why the lease of *name* at *version* was not taken."""
+    if row is None:
+        row = store._rows().filter(name_hash=name_hash(name)).first()
     if row is None:
         return Granted(Claim.STALE)
     state = FileState.from_row(row)
-    if taken and row.lease_owner == owner:
-        store.remember(name, state)
-        return Granted(Claim.TAKEN, state)
     if row.version != version or row.status in (Status.DELETED, Status.FAILED):
         return Granted(Claim.STALE, state)
     if row.status == Status.TRANSFERRED:
@@ -189,12 +223,14 @@ def release(store: StateStore, name: str, version: str, owner: str) -> None:
 
 
 class Renewal:
-    """Renew a lease in a thread of its own while the body of a ``with`` runs.
+    """Keep a lease renewed while the body of a ``with`` runs.
 
     The lease is renewed every third of its length, so that two renewals
     may fail (a slow database) before it expires. ``lost`` tells whether the
     lease was found taken or gone; the upload cannot be stopped midway, but
-    its outcome is then not written.
+    its outcome is then not written. One thread per process renews every
+    lease that its transfers hold (:class:`Renewer`), rather than a thread
+    for each transfer.
     """
 
     def __init__(
@@ -203,33 +239,109 @@ class Renewal:
         self.args = (store, name, version, owner, seconds)
         self.every = seconds / 3
         self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"queued-storage-lease-{owner[:8]}", daemon=True
-        )
+        self.due = 0.0
+        self.stopped = False
+        #: Held while the renewer renews this lease: leaving waits for it.
+        self.busy = threading.Lock()
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(self.every):
-                try:
-                    if not renew(*self.args):
-                        self.lost = True
-                        logger.warning(
-                            "Lost the lease of %r while transferring it.",
-                            self.args[1], extra={"file_name": self.args[1]},
-                        )  # fmt: skip
-                        return
-                except Exception as exc:
-                    logger.warning("Could not renew a lease: %s", exc)
-        finally:
-            # The thread's own database connection closes with it.
-            for connection in connections.all(initialized_only=True):
-                connection.close()
+    def renew_now(self) -> None:
+        """Renew the lease once, in the renewer's thread."""
+        with self.busy:
+            if self.stopped:
+                return
+            try:
+                held = renew(*self.args)
+            except Exception as exc:
+                logger.warning("Could not renew a lease: %s", exc)
+                return
+            if not held:
+                self.lost = True
+                logger.warning(
+                    "Lost the lease of %r while transferring it.",
+                    self.args[1], extra={"file_name": self.args[1]},
+                )  # fmt: skip
 
     def __enter__(self) -> Renewal:
-        self._thread.start()
+        renewer().add(self)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self._stop.set()
-        self._thread.join()
+        renewer().remove(self)
+        with self.busy:  # A renewal under way ends first.
+            self.stopped = True
+
+
+class Renewer:
+    """The thread of a process that renews the leases its transfers hold."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.leases: set[Renewal] = set()
+        self.changed = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    def add(self, renewal: Renewal) -> None:
+        with self.changed:
+            renewal.due = time.monotonic() + renewal.every
+            self.leases.add(renewal)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._run, name="queued-storage-leases", daemon=True
+                )
+                self.thread.start()
+            self.changed.notify()
+
+    def remove(self, renewal: Renewal) -> None:
+        with self.changed:
+            self.leases.discard(renewal)
+
+    def _due(self) -> list[Renewal]:
+        """Wait until leases are due for renewal; return them."""
+        with self.changed:
+            while True:
+                now = time.monotonic()
+                due = [r for r in self.leases if r.due <= now]
+                if due:
+                    for renewal in due:
+                        renewal.due = now + renewal.every
+                    return due
+                # With no lease held the thread sleeps until one is added.
+                soonest = min((r.due for r in self.leases), default=None)
+                self.changed.wait(None if soonest is None else soonest - now)
+
+    def _run(self) -> None:
+        while True:
+            for renewal in self._due():
+                renewal.renew_now()
+                if renewal.lost:
+                    self.remove(renewal)
+            # The thread's database connection is not kept between renewals,
+            # which are seconds apart.
+            for connection in connections.all(initialized_only=True):
+                try:
+                    connection.close()
+                except Exception as exc:  # The thread must go on renewing.
+                    logger.warning("Could not close a connection: %s", exc)
+
+
+_renewer: Renewer | None = None
+_renewer_lock = threading.Lock()
+
+
+def renewer() -> Renewer:
+    """Return the lease renewer of this process (a forked child gets its own)."""
+    global _renewer
+    with _renewer_lock:
+        if _renewer is None or _renewer.pid != os.getpid():
+            _renewer = Renewer()
+        return _renewer
+
+
+def _forget_after_fork() -> None:
+    # The parent's thread does not exist in a forked child, and the lock may
+    # have been held by another of the parent's threads at the fork.
+    global _renewer, _renewer_lock
+    _renewer, _renewer_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -13,9 +13,11 @@ still see them. Other databases use the ORM (:mod:`.state` does so when
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import connections
+
+from .status import Status
 
 #: The databases whose syntax the statements below are written in.
 VENDORS = frozenset({"sqlite", "postgresql"})
@@ -40,11 +42,14 @@ class Statements:
         from .models import StoredFile
 
         self.alias = alias
+        self.vendor = connections[alias].vendor
         quote = connections[alias].ops.quote_name
         self.quote = quote
         self._updates: dict[tuple[Any, ...], str] = {}
         self._upserts: dict[tuple[int, bool], str] = {}
         self.table = quote(StoredFile._meta.db_table)
+        self.pk_column = StoredFile._meta.pk.column
+        self.pk = quote(self.pk_column)
         self.in_use_sql = (
             f"SELECT 1 FROM {self.table} WHERE {quote('storage')} = %s"
             f" AND {quote('name_hash')} = %s AND {quote('status')} <> %s LIMIT 1"
@@ -67,6 +72,95 @@ class Statements:
             f"{self.upsert_sql} WHERE {self.table}.{quote('status')} = %(only_over)s"
         )
         self.returns = connections[alias].features.can_return_rows_from_bulk_insert
+        # A worker's lease: the row of a file at the version its message
+        # names, due, and leased to nobody (or on an expired lease), becomes
+        # the worker's, and its attempt is counted.
+        self.lease_sql = (
+            f"UPDATE {self.table} SET {quote('status')} = %(moving)s,"
+            f" {quote('attempts')} = {quote('attempts')} + 1,"
+            f" {quote('lease_owner')} = %(owner)s,"
+            f" {quote('lease_expires')} = %(expires)s,"
+            f" {quote('next_attempt')} = NULL, {quote('outbox')} = %(no)s,"
+            f" {quote('updated')} = %(now)s"
+            f" WHERE {quote('storage')} = %(storage)s"
+            f" AND {quote('name_hash')} = %(name_hash)s"
+            f" AND {quote('version')} = %(version)s"
+            f" AND {quote('status')} IN (%(waiting)s, %(moving)s)"
+            f" AND ({quote('lease_expires')} IS NULL"
+            f" OR {quote('lease_expires')} <= %(now)s)"
+            f" AND ({quote('next_attempt')} IS NULL"
+            f" OR {quote('next_attempt')} <= %(now)s)"
+        )
+        self.leased_columns = (
+            "status", "version", "size", "attempts", "last_error", "content_type",
+        )  # fmt: skip
+        self.leased_sql = (
+            f"SELECT {', '.join(quote(c) for c in self.leased_columns)}"
+            f" FROM {self.table} WHERE {quote('storage')} = %(storage)s"
+            f" AND {quote('name_hash')} = %(name_hash)s"
+            f" AND {quote('lease_owner')} = %(owner)s"
+        )
+        # SQLite 3.35 and later and PostgreSQL read the row in the same
+        # statement; the feature flag of INSERT tells the same for UPDATE.
+        self.lease_returning_sql = None
+        if connections[alias].features.can_return_columns_from_insert:
+            columns = ", ".join(quote(c) for c in self.leased_columns)
+            self.lease_returning_sql = f"{self.lease_sql} RETURNING {columns}"
+
+    def take_outbox(
+        self, limit: int, storage: str | None, now: datetime
+    ) -> list[tuple[Any, ...]] | None:
+        """Clear the outbox flag of up to *limit* due rows; return them.
+
+        One statement claims them, so that two dispatchers never take the
+        same row (PostgreSQL's ``SKIP LOCKED`` lets them take others meanwhile).
+        Each row comes back as ``(pk, storage, name, version, host, size,
+        attempts)``, oldest first. Return ``None`` where the database cannot
+        read rows back from an ``UPDATE``.
+        """
+        if self.lease_returning_sql is None:
+            return None
+        quote = self.quote
+        scope = f" AND {quote('storage')} = %(storage)s" if storage else ""
+        waiting = f"{quote('status')} = %(pending)s AND {quote('outbox')} = %(yes)s"
+        pick = (
+            f"SELECT {self.pk} FROM {self.table} WHERE {waiting}{scope}"
+            f" AND ({quote('next_attempt')} IS NULL"
+            f" OR {quote('next_attempt')} <= %(now)s)"
+            f" ORDER BY {quote('updated')}, {self.pk} LIMIT %(limit)s"
+        )
+        columns = ", ".join(
+            f"{self.table}.{quote(c)}"
+            for c in (
+                self.pk_column, "storage", "name", "version", "host", "size",
+                "attempts",
+            )
+        )  # fmt: skip
+        if self.vendor == "postgresql":
+            # PostgreSQL may run a subquery of IN more than once, each run
+            # skipping other locked rows: a materialised WITH picks once.
+            sql = (
+                f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED)"
+                f" UPDATE {self.table} SET {quote('outbox')} = %(no)s FROM picked"
+                f" WHERE {self.table}.{self.pk} = picked.{self.pk}"
+                f" AND {self.table}.{quote('outbox')} = %(yes)s"
+                f" RETURNING {columns}, {self.table}.{quote('updated')}"
+            )
+        else:
+            sql = (
+                f"UPDATE {self.table} SET {quote('outbox')} = %(no)s"
+                f" WHERE {self.pk} IN ({pick}) AND {waiting}"
+                f" RETURNING {columns}, {self.table}.{quote('updated')}"
+            )
+        params = {
+            "pending": str(Status.PENDING), "yes": True, "no": False,
+            "storage": storage, "now": self.timestamp(now), "limit": limit,
+        }  # fmt: skip
+        with self._cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        rows.sort(key=lambda row: (row[7], row[0]))
+        return [tuple(row[:7]) for row in rows]
 
     def _cursor(self) -> Any:
         return connections[self.alias].cursor()
@@ -137,6 +231,26 @@ class Statements:
                 sql += f" WHERE {self.table}.{quote('status')} = %s"
             self._upserts[shape] = f"{sql} RETURNING {quote('name_hash')}"
         return self._upserts[shape]
+
+    def lease(self, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """Take the lease that *params* describe; return the row's state or None.
+
+        *params* names the ``storage``, ``name_hash``, ``version``, the new
+        ``owner`` and the lease's ``expires``, the time ``now``, and the
+        statuses ``waiting`` and ``moving``. The row comes back as the values
+        of :attr:`leased_columns`, read in the same statement where the
+        database can (``RETURNING``), else right after it.
+        """
+        params = {**params, "no": False}
+        with self._cursor() as cursor:
+            if self.lease_returning_sql is not None:
+                cursor.execute(self.lease_returning_sql, params)
+                return cast("tuple[Any, ...] | None", cursor.fetchone())
+            cursor.execute(self.lease_sql, params)
+            if not cursor.rowcount:
+                return None
+            cursor.execute(self.leased_sql, params)
+            return cast("tuple[Any, ...] | None", cursor.fetchone())
 
     def update(
         self,

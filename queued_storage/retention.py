@@ -300,13 +300,13 @@ def _apply_zero(
             expected = local_copy.identity_read(storage.local, name)
             local_copy.delete_if_unchanged(storage.local, name, expected)
         return
+    if not removed and storage.local_retention_period() != timedelta(0):
+        return  # The copy stays: not even a query to build.
     from .state import name_hash
 
     rows = _transferred(storage).filter(name_hash=name_hash(name), version=version)
     if removed:
         rows.update(local_deleted=timezone.now())
-        return
-    if storage.local_retention_period() != timedelta(0):
         return
     row = rows.values_list("pk", flat=True).first()
     if row is not None and claim(storage, row, version):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery import Task, current_app, shared_task
 
@@ -119,6 +119,8 @@ class Transfer(Task):
         # Whatever the message holds reaches this method, so that a message
         # of another shape is refused (and logged, cut short) here, rather
         # than raise a TypeError that names its arguments in full.
+        if "files" in kwargs:
+            return self._run_files(args, kwargs)
         fields = {key: kwargs.get(key) for key in ("storage", "name", "version")}
         try:
             if args or set(kwargs) - {*fields, "signature"}:
@@ -127,12 +129,53 @@ class Transfer(Task):
             queued = registry.resolve(storage)
             queued.validate_name(name)
         except (InvalidMessage, SuspiciousFileOperation) as exc:
-            logger.error(
-                "Rejected a transfer message %s: %s%s", shorten(fields), exc,
-                SHARED_QUEUE_HINT if isinstance(exc, InvalidMessage) else "",
-            )  # fmt: skip
-            raise Reject(str(exc), requeue=False) from None
+            self._reject(fields, exc)
         return self.process(queued, name, version)
+
+    def _reject(self, fields: dict[str, Any], exc: Exception) -> NoReturn:
+        logger.error(
+            "Rejected a transfer message %s: %s%s", shorten(fields), exc,
+            SHARED_QUEUE_HINT if isinstance(exc, InvalidMessage) else "",
+        )  # fmt: skip
+        raise Reject(str(exc), requeue=False) from None
+
+    def _run_files(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Transfer each file of a message of several, one after another.
+
+        A file whose name the storage now refuses is logged and skipped; an
+        error of one file does not stop the others, and is raised once they
+        are done (the files it left pending are for ``reconcile``).
+        """
+        fields = {key: kwargs.get(key) for key in ("storage", "files")}
+        try:
+            if args or set(kwargs) - {*fields, "signature"}:
+                raise InvalidMessage("The message has arguments of another shape.")
+            storage, files = message.verify_files(self.name, kwargs)
+            queued = registry.resolve(storage)
+        except InvalidMessage as exc:
+            self._reject(fields, exc)
+        done, error = True, None
+        for name, version in files:
+            try:
+                queued.validate_name(name)
+            except SuspiciousFileOperation as exc:
+                logger.error(
+                    "Skipped %s of a transfer message: %s",
+                    shorten({"storage": storage, "name": name}), exc,
+                )  # fmt: skip
+                done = False
+                continue
+            try:
+                done = self.process(queued, name, version) and done
+            except Exception as exc:
+                logger.exception(
+                    "The transfer of %r failed unexpectedly.", name,
+                    extra={"file_name": name, "storage": storage},
+                )  # fmt: skip
+                done, error = False, error or exc
+        if error is not None:
+            raise error
+        return done
 
     def transfer(
         self, name: str, local: Any, remote: Any, **kwargs: Any

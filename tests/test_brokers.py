@@ -470,3 +470,47 @@ def test_retries_sent_with_a_countdown_through_an_outage_move_the_file_once(
     assert uploads(name) == {"start": found.attempts, "done": 1}
     assert "retrying in" in worker.log_text()
     assert_alive([worker])
+
+
+@on({"redis": BROKERS["redis"]})
+@pytest.mark.timeout(150)
+def test_a_worker_killed_mid_message_of_files_leaves_the_rest_to_reconcile(
+    broker, workers, unique
+):
+    """SIGKILL the worker after three of the ten files of one message. Each
+    file that was done stays done; ``reconcile`` and another worker move the
+    rest: every file ends transferred, with one finished upload each."""
+    with override_settings(QUEUED_STORAGE_OUTBOX=True):
+        names = [
+            lease_storage.save(f"{unique}/m{i}.bin", ContentFile(b"x" * 1000))
+            for i in range(10)
+        ]
+        # One message of the ten, before any worker node could split them.
+        sent = dispatch.dispatch(storage=lease_storage.reference, spread=1)
+    assert sorted(sent) == sorted(names)
+    first = workers(QS_TEST_UPLOAD_SECONDS="0.5")
+    done = StoredFile.objects.filter(
+        storage=lease_storage.reference, name__in=names, status=Status.TRANSFERRED
+    )
+    wait_for(lambda: done.count() >= 3, timeout=60, interval=0.01)
+    first.kill()
+    finished = set(done.values_list("name", flat=True))
+    assert 3 <= len(finished) < 10
+    # The file in hand when the worker died keeps its lease until it expires.
+    wait_for(
+        lambda: (
+            not StoredFile.objects.filter(
+                name__in=names, lease_expires__gt=timezone.now()
+            ).exists()
+        ),
+        timeout=3 * LEASE,
+    )
+    second = workers(QS_TEST_UPLOAD_SECONDS="0.1")
+    recovered = operations.reconcile(
+        older_than=timedelta(0), storage=lease_storage.reference
+    )
+    assert sorted(recovered) == sorted(set(names) - finished)
+    wait_for(lambda: done.count() == 10, timeout=60)
+    assert all(uploads(name)["done"] == 1 for name in names)
+    assert all(uploads(name) == {"start": 1, "done": 1} for name in finished)
+    assert_alive([second])

@@ -481,3 +481,18 @@ def test_a_task_the_backend_could_not_take_is_sent_again_by_reconcile(fs_queued,
     assert result.kwargs["name"] == name
     assert result.task.call(**result.kwargs) is True
     assert storage.using_remote(name)
+
+
+def test_in_outbox_mode_small_files_still_get_a_task_each(fs_queued, dummy):
+    # Only the Celery runner sends several files in one message.
+    storage = fs_queued(runner="django_tasks")
+    with override_settings(
+        QUEUED_STORAGE_OUTBOX=True, QUEUED_STORAGE_WORKER_DISPATCH=False
+    ):
+        names = [storage.save(f"many/{i}.txt", ContentFile(b"x")) for i in range(12)]
+        sent = dispatch.dispatch(storage=storage.reference, spread=1)
+    assert sorted(sent) == sorted(names)
+    assert sorted(result.kwargs["name"] for result in dummy.results) == sorted(names)
+    for result in dummy.results:
+        assert result.task.call(**result.kwargs) is True
+    assert {row(storage, name).status for name in names} == {Status.TRANSFERRED}

@@ -454,3 +454,119 @@ def test_a_lease_shorter_than_a_second_is_flagged(storage):
         assert found == ["queued_storage.W027"]
     with override_settings(QUEUED_STORAGE_LEASE=1):
         assert [m.id for m in checks.check_settings()] == []
+
+
+# One thread renews every lease of a process ----------------------------------
+
+
+def _renewer_threads():
+    return [t for t in threading.enumerate() if t.name == "queued-storage-leases"]
+
+
+def test_one_thread_renews_every_lease_held_at_once(storage):
+    held = []
+    for i in range(3):
+        name = storage.save(f"many-{i}.txt", ContentFile(b"x"))
+        version = row(storage, name).version
+        assert leases.claim(storage.state, name, version, f"o-{i}", 0.6).claim is (
+            Claim.TAKEN
+        )
+        held.append(leases.Renewal(storage.state, name, version, f"o-{i}", 0.6))
+    for renewal in held:
+        renewal.__enter__()
+    try:
+        time.sleep(1.5)  # Two and a half lease lengths.
+        assert len(_renewer_threads()) == 1
+        for renewal in held:
+            name, version = renewal.args[1], renewal.args[2]
+            busy = leases.claim(storage.state, name, version, "thief", 0.6)
+            assert busy.claim is Claim.BUSY, name
+            assert not renewal.lost
+    finally:
+        for renewal in held:
+            renewal.__exit__(None, None, None)
+    # The thread stays for the next transfer, holding no lease.
+    assert len(_renewer_threads()) == 1
+    assert not leases.renewer().leases
+
+
+def test_a_lease_released_after_the_with_block_is_not_renewed_or_reported_lost(
+    storage, caplog
+):
+    name = storage.save("released.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    leases.claim(storage.state, name, version, "owner-a", 0.15)
+    with leases.Renewal(storage.state, name, version, "owner-a", 0.15) as renewal:
+        time.sleep(0.2)
+    # As the state machine does once the upload ends: the outcome releases it.
+    leases.release(storage.state, name, version, "owner-a")
+    time.sleep(0.5)  # Ten renewal periods.
+    assert not renewal.lost
+    assert (row(storage, name).lease_owner, row(storage, name).lease_expires) == (
+        "", None,
+    )  # fmt: skip
+    assert not any("Lost the lease" in r.getMessage() for r in caplog.records)
+
+
+def test_a_forked_process_renews_its_leases_with_a_thread_of_its_own(storage):
+    name = storage.save("forked.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    leases.claim(storage.state, name, version, "owner-a", 0.6)
+    with leases.Renewal(storage.state, name, version, "owner-a", 0.6):
+        parent = leases.renewer()
+        for connection in connections.all(initialized_only=True):
+            connection.close()  # The child opens its own.
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                mine = leases.renewer()
+                other = storage.save("forked-child.txt", ContentFile(b"y"))
+                other_version = row(storage, other).version
+                leases.claim(storage.state, other, other_version, "child", 0.6)
+                with leases.Renewal(
+                    storage.state, other, other_version, "child", 0.6
+                ) as renewal:
+                    time.sleep(1.5)
+                    busy = leases.claim(
+                        storage.state, other, other_version, "thief", 0.6
+                    )
+                code = 0 if (
+                    mine is not parent and mine.pid == os.getpid()
+                    and busy.claim is Claim.BUSY and not renewal.lost
+                ) else 3  # fmt: skip
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        # The parent's own lease went on being renewed meanwhile.
+        busy = leases.claim(storage.state, name, version, "thief", 0.6)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert busy.claim is Claim.BUSY
+
+
+@pytest.mark.slow
+def test_a_hundred_leases_held_at_once_all_stay_live(storage, caplog):
+    held = []
+    for i in range(100):
+        name = storage.save(f"hundred-{i}.txt", ContentFile(b"x"))
+        version = row(storage, name).version
+        assert leases.claim(storage.state, name, version, f"o-{i}", 3).claim is (
+            Claim.TAKEN
+        )
+        held.append(leases.Renewal(storage.state, name, version, f"o-{i}", 3))
+        held[-1].__enter__()
+    try:
+        # One thread renews them one after another: on a loaded machine a round
+        # of a hundred takes more than a second, which a lease of 3 s outlasts.
+        time.sleep(4.0)  # More than a lease length, four renewal periods.
+        for renewal in held:
+            name, version = renewal.args[1], renewal.args[2]
+            busy = leases.claim(storage.state, name, version, "thief", 3)
+            assert busy.claim is Claim.BUSY, name
+    finally:
+        for renewal in held:
+            renewal.__exit__(None, None, None)
+    assert not any(renewal.lost for renewal in held)
+    assert len(_renewer_threads()) == 1
+    assert not leases.renewer().leases
+    assert not any("lease" in r.getMessage() for r in caplog.records)

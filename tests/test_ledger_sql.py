@@ -13,8 +13,9 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 
-from queued_storage import ledger_sql
+from queued_storage import leases, ledger_sql
 from queued_storage import state as state_module
+from queued_storage.leases import Claim
 from queued_storage.models import StoredFile
 from queued_storage.state import FileState, Status
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def path(request, monkeypatch):
     if request.param == "orm":
         monkeypatch.setattr(state_module, "statements", lambda alias: None)
+        monkeypatch.setattr(leases, "statements", lambda alias: None)
     return request.param
 
 
@@ -139,3 +141,64 @@ def test_a_save_costs_one_statement_and_it_is_logged(storage, path):
         # The ORM's exclusive write: an INSERT, which met no row here.
         assert [k for k in kinds if k not in control] == ["INSERT"]
     assert row(storage, name).status == Status.PENDING
+
+
+def test_a_claim_takes_the_lease_and_counts_the_attempt(storage):
+    name = storage.save("lease.txt", ContentFile(b"12345"))
+    version = row(storage, name).version
+    before = timezone.now()
+    granted = leases.claim(storage.state, name, version, "owner-a", 30)
+    found = row(storage, name)
+    assert granted.claim is Claim.TAKEN
+    assert granted.state == FileState.from_row(found)
+    assert (granted.state.status, granted.state.size, granted.state.attempts) == (
+        Status.TRANSFERRING, 5, 1,
+    )  # fmt: skip
+    assert found.lease_owner == "owner-a"
+    assert before + timedelta(seconds=29) < found.lease_expires
+    assert found.lease_expires <= timezone.now() + timedelta(seconds=30)
+    assert (found.outbox, found.next_attempt) == (False, None)
+    # The cache tells readers the file is moving.
+    assert storage.state.get(name).status == Status.TRANSFERRING
+    # Another delivery steps aside and counts nothing.
+    assert leases.claim(storage.state, name, version, "owner-b", 30).claim is (
+        Claim.BUSY
+    )
+    assert row(storage, name).attempts == 1
+
+
+def test_a_claim_of_another_version_or_an_early_retry_takes_nothing(storage):
+    name = storage.save("early.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    stale = leases.claim(storage.state, name, "other", "owner-a", 30)
+    assert stale.claim is Claim.STALE
+    StoredFile.objects.filter(name=name).update(
+        next_attempt=timezone.now() + timedelta(minutes=5)
+    )
+    assert leases.claim(storage.state, name, version, "owner-a", 30).claim is (
+        Claim.EARLY
+    )
+    assert (row(storage, name).attempts, row(storage, name).lease_owner) == (0, "")
+
+
+@pytest.mark.parametrize("returning", [True, False])
+def test_a_workers_claim_is_one_statement_where_it_can_read_back(
+    storage, path, monkeypatch, returning
+):
+    name = storage.save("one-statement.txt", ContentFile(b"xyz"))
+    version = row(storage, name).version
+    sql = ledger_sql.statements("default")
+    if not returning:
+        # As SQLite before 3.35, which has no RETURNING.
+        monkeypatch.setattr(sql, "lease_returning_sql", None)
+    with CaptureQueriesContext(connection) as queries:
+        granted = leases.claim(storage.state, name, version, "owner-a", 30)
+    assert granted.claim is Claim.TAKEN
+    assert granted.state == FileState.from_row(row(storage, name))
+    kinds = [q["sql"].split(None, 1)[0].upper() for q in queries.captured_queries]
+    if path == "orm":
+        assert kinds == ["UPDATE", "SELECT"]
+    elif returning and sql.lease_returning_sql is not None:
+        assert kinds == ["UPDATE"]
+    else:
+        assert kinds == ["UPDATE", "SELECT"]

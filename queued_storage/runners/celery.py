@@ -28,6 +28,16 @@ class CeleryRunner:
         """Publish the message of *name*; return the Celery result or ``None``."""
         return enqueue.send(queued, name, version, host, delay)
 
+    def send_files(
+        self, queued: QueuedStorage, files: message.Files, host: str | None
+    ) -> Any:
+        """Publish one message that transfers *files*, ``(name, version)`` pairs.
+
+        What the dispatcher uses for small files; a runner without this
+        method gets a message per file.
+        """
+        return enqueue.send_files(queued, files, host)
+
     def run_inline(self, queued: QueuedStorage, name: str, version: str) -> None:
         """Run the Celery task of *queued* for *name* in this process.
 
