@@ -464,3 +464,20 @@ def test_racing_passes_each_take_at_most_their_batch_and_send_each_file_once(
     assert max(len(sent) for sent in passes) <= 7
     assert sorted(name for sent in passes for name in sent) == sorted(names)
     assert sorted(names_of(queue())) == sorted(names)
+
+
+def test_a_worker_node_pass_puts_its_rows_back_once_its_dispatch_is_off(queue, storage):
+    from queued_storage.runners.celery_node import DispatcherThread
+    from tests.celery_app import app
+
+    names = save_many(storage, 5)
+    thread = DispatcherThread(app)
+    # The fixture turns the worker nodes' dispatch off: what a pass took as
+    # that happened goes back to the outbox unsent.
+    assert thread.off()
+    assert dispatch.dispatch(storage=storage.reference, stop=thread.off) == []
+    assert queue() == []
+    waiting = StoredFile.objects.filter(storage=storage.reference, outbox=True)
+    assert sorted(waiting.values_list("name", flat=True)) == sorted(names)
+    with override_settings(QUEUED_STORAGE_WORKER_DISPATCH=True):
+        assert not thread.off()

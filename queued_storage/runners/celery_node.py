@@ -67,7 +67,7 @@ class DispatcherThread(threading.Thread):
         if not settings.QUEUED_STORAGE_WORKER_DISPATCH:
             return 0
         try:
-            sent = len(dispatch.dispatch(BATCH, stop=self.stopping.is_set))
+            sent = len(dispatch.dispatch(BATCH, stop=self.off))
         except Exception as exc:
             # Logged once until a pass succeeds: a database that is down
             # would otherwise fill the log several times a second.
@@ -83,6 +83,14 @@ class DispatcherThread(threading.Thread):
         self.failing = False
         self.sent += sent
         return sent
+
+    def off(self) -> bool:
+        """Return whether the pass under way is to end: stopping, or turned off.
+
+        A pass that took its rows as the setting was turned off puts them
+        back rather than send them.
+        """
+        return self.stopping.is_set() or not settings.QUEUED_STORAGE_WORKER_DISPATCH
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Ask the thread to stop after the row it sends; wait up to *timeout*."""
