@@ -41,20 +41,28 @@ def _kept_client(cache: Any) -> Any:
     """Return the client kept for *cache*, or ``None`` to use ``cache.set()``."""
     if not isinstance(cache, RedisCache) or type(cache).set is not RedisCache.set:
         return None
-    backend: Any = cache._cache
+    backend: Any = getattr(cache, "_cache", None)
+    if backend is None:
+        return None
     try:
         return _clients[backend]
     except KeyError:
         pass
     client = None
     kind = type(backend)
-    if (
-        kind.set is RedisCacheClient.set
-        and kind.get_client is RedisCacheClient.get_client
-        and backend._client is backend._lib.Redis
-    ):
-        # A client on the pool Django's writes use; redis-py's clients are
-        # safe to share between threads when they take connections from a pool.
-        client = backend.get_client(None, write=True)
+    try:
+        if (
+            kind.set is RedisCacheClient.set
+            and kind.get_client is RedisCacheClient.get_client
+            and backend._client is backend._lib.Redis
+            and callable(backend._serializer.dumps)
+        ):
+            # A client on the pool Django's writes use; redis-py's clients are
+            # safe to share between threads when they take connections from a
+            # pool.
+            client = backend.get_client(None, write=True)
+    except AttributeError:
+        # Another Django's RedisCacheClient: its own set() writes.
+        client = None
     _clients[backend] = client
     return client
