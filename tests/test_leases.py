@@ -463,15 +463,17 @@ def _renewer_threads():
     return [t for t in threading.enumerate() if t.name == "queued-storage-leases"]
 
 
+def claimed(storage, prefix, i, seconds):
+    """Save a file, take its lease as owner ``o-<i>``; return its Renewal."""
+    name = storage.save(f"{prefix}-{i}.txt", ContentFile(b"x"))
+    version = row(storage, name).version
+    granted = leases.claim(storage.state, name, version, f"o-{i}", seconds)
+    assert granted.claim is Claim.TAKEN
+    return leases.Renewal(storage.state, name, version, f"o-{i}", seconds)
+
+
 def test_one_thread_renews_every_lease_held_at_once(storage):
-    held = []
-    for i in range(3):
-        name = storage.save(f"many-{i}.txt", ContentFile(b"x"))
-        version = row(storage, name).version
-        assert leases.claim(storage.state, name, version, f"o-{i}", 0.6).claim is (
-            Claim.TAKEN
-        )
-        held.append(leases.Renewal(storage.state, name, version, f"o-{i}", 0.6))
+    held = [claimed(storage, "many", i, 0.6) for i in range(3)]
     for renewal in held:
         renewal.__enter__()
     try:
@@ -548,12 +550,7 @@ def test_a_forked_process_renews_its_leases_with_a_thread_of_its_own(storage):
 def test_a_hundred_leases_held_at_once_all_stay_live(storage, caplog):
     held = []
     for i in range(100):
-        name = storage.save(f"hundred-{i}.txt", ContentFile(b"x"))
-        version = row(storage, name).version
-        assert leases.claim(storage.state, name, version, f"o-{i}", 3).claim is (
-            Claim.TAKEN
-        )
-        held.append(leases.Renewal(storage.state, name, version, f"o-{i}", 3))
+        held.append(claimed(storage, "hundred", i, 3))
         held[-1].__enter__()
     try:
         # One thread renews them one after another: on a loaded machine a round
