@@ -82,15 +82,12 @@ def dispatch(
         except BaseException:
             # An error (a receiver of file_queued, say) ends the pass; the
             # messages after this one go back to the outbox, not to reconcile.
-            for _, _, later in messages[at + 1 :]:
-                _put_back(db, later)
+            _put_back(db, _rows_of(messages[at + 1 :]))
             raise
         if left:
             # Stopping, or the broker is unreachable (logged): what was not
             # sent goes back to the outbox for the next pass.
-            _put_back(db, left)
-            for _, _, later in messages[at + 1 :]:
-                _put_back(db, later)
+            _put_back(db, [*left, *_rows_of(messages[at + 1 :])])
             break
     return sent
 
@@ -162,6 +159,10 @@ def _queued(target: QueuedStorage, files: Files, sent: list[str]) -> None:
     for name, version in files:
         file_queued.send(type(target), name=name, storage=target, version=version)
         sent.append(name)
+
+
+def _rows_of(messages: list[tuple[str, str, list[Taken]]]) -> list[Taken]:
+    return [row for _, _, rows in messages for row in rows]
 
 
 def _put_back(db: str, rows: list[Taken]) -> None:
